@@ -1,0 +1,120 @@
+// Streaming writer and verifying reader of crkit image files (format in schema.hpp).
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/result.hpp"
+#include "image/codec.hpp"
+#include "image/schema.hpp"
+
+namespace crkit::image {
+
+// Writes an image front to back to a file descriptor it does not own (file, pipe, socket).
+// Errors name the destination and carry the errno (ENOSPC, EPIPE, ...).
+class ImageWriter {
+ public:
+  ImageWriter(int fd, std::string name) : fd_(fd), name_(std::move(name)) {}
+
+  Status write_file_header();
+  Status write_record(RecordType type, std::span<const uint8_t> payload);
+  template <class T>
+  Status write(const T& rec) {
+    Encoder e;
+    encode(e, rec);
+    return write_record(record_type_of(rec), e.buffer());
+  }
+  // One Pages record: header + data (data.size() == npages * page_size).
+  Status write_pages(const PagesHeader& h, std::span<const uint8_t> data);
+  // One FileContent record.
+  Status write_file_content(const FileContentHeader& h, std::span<const uint8_t> data);
+  // Writes Index and End; after this the image is complete.
+  Status finish();
+
+  uint64_t bytes_written() const { return offset_; }
+
+ private:
+  Status write_all(std::span<const uint8_t> data);
+  // Writes all of iov[0..n) (retrying on EINTR and short writes); iov is modified.
+  Status writev_all(struct iovec* iov, int n);
+  // Writes one record whose payload is the concatenation of parts.
+  Status write_record_parts(RecordType type, std::span<const std::span<const uint8_t>> parts);
+  int fd_;
+  std::string name_;
+  uint64_t offset_ = 0;
+  std::vector<IndexEntry> index_;
+};
+
+struct RawRecord {
+  RecordHeader header;
+  uint64_t offset = 0;  // file offset of the record header
+  uint64_t number = 0;  // 0-based record number
+  std::vector<uint8_t> payload;
+};
+
+// Reads and verifies an image sequentially from a file descriptor it does not own.
+// Every error says which record (number, type, offset) and why: bad magic, wrong version,
+// checksum mismatch, truncation, unknown record type, missing End.
+// Only read(2) is used (never lseek), so the fd may be a pipe or socket; input is buffered,
+// so the reader may consume bytes of the fd beyond the record it returns. The Index and End
+// records are verified by the reader itself and not returned: next() returns the data records
+// (ImageInfo ... Pages) and then std::nullopt. After End the reader requires end of file
+// (it waits for the writer of a pipe to close it); trailing data is an error.
+class ImageReader {
+ public:
+  ImageReader(int fd, std::string name) : fd_(fd), name_(std::move(name)) {}
+
+  Status read_file_header();
+  uint32_t version() const { return version_; }
+  // The next record, or std::nullopt after the End record has been read and verified.
+  // Returns an error if the stream ends before End (truncated image).
+  // Calls read_file_header() first if that has not been done.
+  Result<std::optional<RawRecord>> next();
+
+  const std::string& name() const { return name_; }
+  // Bytes consumed so far (offset of the next record header).
+  uint64_t offset() const { return offset_; }
+
+ private:
+  // Reads up to n bytes, fewer only at end of file; returns the count read.
+  Result<size_t> read_full(void* buf, size_t n);
+  Status check_trailing();
+  int fd_;
+  std::string name_;
+  uint64_t offset_ = 0;
+  uint64_t records_ = 0;
+  uint32_t version_ = 0;
+  bool done_ = false;
+  bool index_seen_ = false;
+  uint64_t index_offset_ = 0;
+  std::vector<IndexEntry> seen_;
+  std::vector<uint8_t> buf_;  // read buffer; buf_[buf_pos_, buf_len_) not yet consumed
+  size_t buf_pos_ = 0;
+  size_t buf_len_ = 0;
+};
+
+// Decodes a record's payload into a struct, prefixing errors with the record's identity.
+template <class T>
+Result<T> decode_record(const RawRecord& r, const std::string& image_name) {
+  T v;
+  Decoder d(r.payload);
+  Status s = decode(d, v);
+  if (!s)
+    return fail(s.error().code, image_name + ": record #" + std::to_string(r.number) + " (" +
+                                    record_type_name(r.header.type) + ") at offset " +
+                                    std::to_string(r.offset) + ": " + s.error().message);
+  return v;
+}
+
+// Splits a Pages record payload into header and page data.
+Result<std::pair<PagesHeader, std::span<const uint8_t>>> decode_pages(
+    const RawRecord& r, const std::string& image_name);
+Result<std::pair<FileContentHeader, std::span<const uint8_t>>> decode_file_content(
+    const RawRecord& r, const std::string& image_name);
+
+}  // namespace crkit::image

@@ -1,0 +1,144 @@
+#include "inject/freezer.hpp"
+
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "common/cr_errors.hpp"
+#include "common/log.hpp"
+#include "inject/ptrace_thread.hpp"
+#include "inject/remote_memory.hpp"
+#include "inject/remote_syscall.hpp"
+#include "proc/proc.hpp"
+
+namespace crkit::inject {
+
+FrozenProcess::FrozenProcess(FrozenProcess&& o) noexcept
+    : pid_(o.pid_),
+      tids_(std::move(o.tids_)),
+      was_stopped_(o.was_stopped_),
+      attached_(std::exchange(o.attached_, false)),
+      stashed_(std::move(o.stashed_)) {}
+
+FrozenProcess::~FrozenProcess() { release(); }
+
+Result<FrozenProcess> FrozenProcess::freeze(pid_t pid) {
+  if (pid <= 0) return fail(ESRCH, fmt::format("invalid process id {}", pid));
+  if (::kill(pid, 0) < 0 && errno == ESRCH)
+    return fail(ESRCH, fmt::format("process {} does not exist", pid));
+  auto st = proc::read_status(pid);
+  if (!st) return fail(st.error());
+  if (st->tgid != pid)
+    return fail(ESRCH, fmt::format("{} is a thread of process {}, not a process", pid, st->tgid));
+  if (st->state == 'Z' || st->state == 'X')
+    return fail(ESRCH, fmt::format("process {} is a zombie (already exited)", pid));
+  if (st->tracer_pid != 0)
+    return fail(kCrEPtraced, fmt::format("process {} is being traced by process {}", pid, st->tracer_pid));
+
+  FrozenProcess fp;
+  fp.pid_ = pid;
+  fp.was_stopped_ = (st->state == 'T');
+  fp.attached_ = true;
+  std::set<pid_t> seized;
+  // Threads may be created while we seize: re-list until no new thread shows up. A stopped
+  // thread cannot create threads, so this terminates.
+  for (;;) {
+    CRKIT_ASSIGN(auto tids, proc::list_threads(pid));
+    bool added = false;
+    for (pid_t t : tids) {
+      if (seized.count(t)) continue;
+      if (::ptrace(PTRACE_SEIZE, t, 0, PTRACE_O_TRACESYSGOOD) < 0) {
+        int e = errno;
+        if (e == ESRCH) continue;  // thread exited meanwhile
+        if (e == EPERM)
+          return fail(EPERM, fmt::format("cannot checkpoint process {}: ptrace attach to thread {} was refused: "
+                                         "Operation not permitted (the process belongs to another user or is not traceable)",
+                                         pid, t));
+        return fail_sys(e, fmt::format("attaching to thread {} of process {}", t, pid));
+      }
+      seized.insert(t);
+      fp.tids_.push_back(t);
+      if (::ptrace(PTRACE_INTERRUPT, t, 0, 0) < 0 && errno != ESRCH)
+        return fail_errno(fmt::format("interrupting thread {}", t));
+      added = true;
+    }
+    if (!added) break;
+  }
+  // Wait for each thread's interrupt stop. A signal being delivered meanwhile is taken out
+  // and stashed; it is restored as pending.
+  std::vector<pid_t> alive;
+  for (pid_t t : fp.tids_) {
+    for (;;) {
+      auto s = wait_thread(t);
+      if (!s) return fail(s.error());
+      if (s->kind == StopInfo::Exited) break;
+      if (s->kind == StopInfo::EventStop) {
+        alive.push_back(t);
+        break;
+      }
+      if (s->kind == StopInfo::SignalStop) {
+        std::vector<uint8_t> info(128);
+        if (::ptrace(PTRACE_GETSIGINFO, t, 0, info.data()) == 0) fp.stashed_[t].push_back(info);
+        if (::ptrace(PTRACE_CONT, t, 0, 0) < 0) break;
+        continue;
+      }
+      if (::ptrace(PTRACE_CONT, t, 0, 0) < 0) break;
+    }
+  }
+  fp.tids_ = alive;
+  if (fp.tids_.empty() || std::find(alive.begin(), alive.end(), pid) == alive.end())
+    return fail(ESRCH, fmt::format("process {} exited while it was being frozen", pid));
+  log::debug("froze process {} ({} threads)", pid, fp.tids_.size());
+  return fp;
+}
+
+Status FrozenProcess::requeue_stashed() {
+  if (stashed_.empty()) return {};
+  auto site = find_syscall_site(pid_);
+  if (!site) return fail(site.error());
+  for (auto& [tid, infos] : stashed_) {
+    RemoteCaller rc(tid, *site);
+    // The signal goes back to the thread it was taken from. The siginfo lives on the
+    // thread's stack below the red zone for the duration of the call.
+    auto regs = get_regs(tid);
+    if (!regs) continue;
+    uint64_t buf = ((regs->rsp - 256 - 128) & ~15ull);
+    for (auto& info : infos) {
+      std::vector<uint8_t> old(128);
+      if (!read_memory(pid_, buf, old)) continue;
+      if (!write_memory(pid_, buf, info)) continue;
+      int sig = 0;
+      std::memcpy(&sig, info.data(), sizeof(sig));
+      (void)rc.call(SYS_rt_tgsigqueueinfo, {static_cast<uint64_t>(pid_), static_cast<uint64_t>(tid),
+                                             static_cast<uint64_t>(sig), buf});
+      (void)write_memory(pid_, buf, old);
+    }
+  }
+  stashed_.clear();
+  return {};
+}
+
+void FrozenProcess::release() {
+  if (!attached_) return;
+  attached_ = false;
+  (void)requeue_stashed();
+  for (pid_t t : tids_) ::ptrace(PTRACE_DETACH, t, 0, 0);
+  // Detaching resumes a thread that was in group-stop; put a stopped process back.
+  if (was_stopped_) ::kill(pid_, SIGSTOP);
+}
+
+void FrozenProcess::kill_frozen() {
+  if (!attached_) return;
+  attached_ = false;
+  ::kill(pid_, SIGKILL);
+  for (pid_t t : tids_) ::ptrace(PTRACE_DETACH, t, 0, 0);
+}
+
+}  // namespace crkit::inject

@@ -1,0 +1,48 @@
+// Freezing a process: every thread seized (PTRACE_SEIZE) and stopped (PTRACE_INTERRUPT).
+// The RAII owner detaches on destruction, so an error path never leaves a target stopped or
+// traced.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <vector>
+
+#include "common/result.hpp"
+
+namespace crkit::inject {
+
+class FrozenProcess {
+ public:
+  // Seizes and stops all threads of pid. Fails with ESRCH (no such process), EPERM (not
+  // ours to trace), CR_EPTRACED (already traced by someone else).
+  static Result<FrozenProcess> freeze(pid_t pid);
+
+  FrozenProcess(FrozenProcess&&) noexcept;
+  FrozenProcess& operator=(FrozenProcess&&) = delete;
+  FrozenProcess(const FrozenProcess&) = delete;
+  ~FrozenProcess();
+
+  pid_t pid() const { return pid_; }
+  const std::vector<pid_t>& tids() const { return tids_; }
+  bool was_stopped() const { return was_stopped_; }
+  // Signals dequeued from a thread while we were stopping it (siginfo blobs). They belong to
+  // the checkpoint as pending signals and are re-queued to the thread before it is released.
+  const std::map<pid_t, std::vector<std::vector<uint8_t>>>& stashed_signals() const { return stashed_; }
+
+  // Detaches every thread; the process continues (or stays stopped if it was before).
+  // If kill_signal is SIGKILL the process is killed while still frozen.
+  void release();
+  void kill_frozen();
+
+ private:
+  FrozenProcess() = default;
+  Status requeue_stashed();
+  pid_t pid_ = 0;
+  std::vector<pid_t> tids_;
+  bool was_stopped_ = false;
+  bool attached_ = false;
+  std::map<pid_t, std::vector<std::vector<uint8_t>>> stashed_;
+};
+
+}  // namespace crkit::inject

@@ -1,0 +1,393 @@
+#include "resources/memory.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "common/cr_errors.hpp"
+#include "common/log.hpp"
+#include "inject/remote_memory.hpp"
+
+namespace crkit::resources {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kTaskSize = 0x7ffffffff000ull;
+constexpr uint64_t kChunkBytes = 4ull << 20;  // memory is read and written in 4 MiB pieces
+
+bool is_special(const std::string& p) { return p == "[vdso]" || p == "[vvar]" || p == "[vvar_vclock]"; }
+
+bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+
+bool all_zero(const uint8_t* p, size_t n) {
+  const uint64_t* w = reinterpret_cast<const uint64_t*>(p);
+  for (size_t i = 0; i < n / 8; ++i)
+    if (w[i]) return false;
+  return true;
+}
+
+uint32_t prot_of(const proc::MapEntry& m) {
+  return (m.read ? PROT_READ : 0) | (m.write ? PROT_WRITE : 0) | (m.exec ? PROT_EXEC : 0);
+}
+
+std::string prot_string(uint32_t p) {
+  return fmt::format("{}{}{}", p & PROT_READ ? 'r' : '-', p & PROT_WRITE ? 'w' : '-', p & PROT_EXEC ? 'x' : '-');
+}
+
+}  // namespace
+
+Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& smaps) {
+  MemoryPlan plan;
+  CRKIT_ASSIGN(proc::Pagemap pm, proc::Pagemap::open(pid));
+  std::vector<proc::PagemapEntry> entries;
+  for (const auto& m : smaps) {
+    if (m.path == "[vsyscall]" || m.path == "[uprobes]") continue;
+    image::VmaRecord v;
+    v.pid = pid;
+    v.start = m.start;
+    v.end = m.end;
+    v.prot = prot_of(m);
+    v.pgoff = m.offset;
+    v.name = m.path;
+    if (m.has_flag("gd")) v.vm_flags |= image::kVmGrowsDown;
+    if (m.has_flag("dd")) v.vm_flags |= image::kVmDontDump;
+    if (m.has_flag("lo")) v.vm_flags |= image::kVmLocked;
+    bool save_all = false;   // whole range (backing file is gone)
+    bool anon_only = false;  // only pages that are no longer the file's
+    bool skip_zero = true;
+    if (m.path == "[vdso]") {
+      v.kind = image::VmaKind::Vdso;
+    } else if (m.path == "[vvar]" || m.path == "[vvar_vclock]") {
+      v.kind = image::VmaKind::Vvar;
+    } else if (m.has_flag("io") || m.has_flag("pf")) {
+      return fail(EBADF, fmt::format("process {}: mapping {:#x}-{:#x} of {} is a device (I/O) mapping, which cannot be checkpointed",
+                                     pid, m.start, m.end, m.path.empty() ? "(anonymous)" : m.path));
+    } else if (m.path == "[heap]") {
+      v.kind = image::VmaKind::Heap;
+    } else if (m.path == "[stack]") {
+      v.kind = image::VmaKind::Stack;
+    } else if (m.shared) {
+      bool anon_like = m.deleted && (starts_with(m.path, "/dev/zero") || starts_with(m.path, "/SYSV") ||
+                                     starts_with(m.path, "/memfd:"));
+      if (anon_like || m.deleted || m.path.empty()) {
+        v.kind = image::VmaKind::AnonShared;
+        if (m.deleted && !anon_like) v.vm_flags |= image::kVmFileDeleted;
+        save_all = true;
+      } else {
+        v.kind = image::VmaKind::FileShared;
+      }
+    } else if (m.path.empty() || starts_with(m.path, "[anon") || (m.dev_major == 0 && m.inode == 0)) {
+      v.kind = image::VmaKind::Anon;
+    } else {
+      v.kind = image::VmaKind::FilePrivate;
+      struct stat st {};
+      bool same_file = !m.deleted && ::stat(m.path.c_str(), &st) == 0 && st.st_ino == m.inode && S_ISREG(st.st_mode);
+      if (!same_file) {
+        // The file is gone or replaced: keep the mapping's full contents.
+        v.vm_flags |= image::kVmFileDeleted;
+        save_all = true;
+      } else {
+        anon_only = true;
+        skip_zero = false;  // a zero page here differs from the file's data
+        v.file.dev = st.st_dev, v.file.ino = st.st_ino, v.file.size = static_cast<uint64_t>(st.st_size);
+        v.file.mtime_sec = st.st_mtim.tv_sec, v.file.mtime_nsec = st.st_mtim.tv_nsec, v.file.mode = st.st_mode;
+      }
+    }
+    if (v.kind == image::VmaKind::FileShared) {
+      struct stat st {};
+      if (::stat(m.path.c_str(), &st) == 0) {
+        v.file.dev = st.st_dev, v.file.ino = st.st_ino, v.file.size = static_cast<uint64_t>(st.st_size);
+        v.file.mtime_sec = st.st_mtim.tv_sec, v.file.mtime_nsec = st.st_mtim.tv_nsec, v.file.mode = st.st_mode;
+      }
+    }
+    bool is_anon_kind = v.kind == image::VmaKind::Anon || v.kind == image::VmaKind::Heap ||
+                        v.kind == image::VmaKind::Stack || v.kind == image::VmaKind::AnonShared;
+    v.map_flags = (m.shared ? MAP_SHARED : MAP_PRIVATE) | (is_anon_kind ? MAP_ANONYMOUS : 0);
+
+    if (v.kind != image::VmaKind::Vdso && v.kind != image::VmaKind::Vvar && v.kind != image::VmaKind::FileShared) {
+      // Decide page by page from pagemap, in bounded pieces.
+      PageRun run;
+      auto flush = [&]() {
+        if (run.npages) plan.runs.push_back(run);
+        run = PageRun{};
+      };
+      for (uint64_t a = m.start; a < m.end;) {
+        uint64_t b = std::min(m.end, a + (uint64_t{1} << 16) * kPage);
+        if (save_all) {
+          for (uint64_t p = a; p < b; p += kPage) {
+            if (!run.npages) run = PageRun{p, 0, skip_zero};
+            ++run.npages;
+          }
+        } else {
+          CRKIT_TRY(pm.read(a, b, entries));
+          for (size_t i = 0; i < entries.size(); ++i) {
+            const auto& e = entries[i];
+            bool want = (e.present() || e.swapped()) && (!anon_only || !e.file_or_shared_anon());
+            uint64_t p = a + i * kPage;
+            if (want) {
+              if (run.npages && run.start + run.npages * kPage != p) flush();
+              if (!run.npages) run = PageRun{p, 0, skip_zero};
+              ++run.npages;
+            } else if (run.npages) {
+              flush();
+            }
+          }
+        }
+        a = b;
+      }
+      flush();
+    }
+    plan.vmas.push_back(std::move(v));
+  }
+  // Count candidates per VMA.
+  for (const auto& r : plan.runs) {
+    plan.candidate_pages += r.npages;
+    for (auto& v : plan.vmas)
+      if (r.start >= v.start && r.start < v.end) {
+        v.saved_pages += r.npages;
+        break;
+      }
+  }
+  return plan;
+}
+
+Result<MemoryStats> write_memory_pages(pid_t pid, const MemoryPlan& plan, image::ImageWriter& w,
+                                       const ProgressFn& progress) {
+  MemoryStats stats;
+  std::vector<uint8_t> buf(kChunkBytes);
+  const uint64_t total = plan.candidate_pages * kPage;
+  uint64_t done = 0;
+  for (const auto& run : plan.runs) {
+    for (uint64_t off = 0; off < run.npages * kPage; off += kChunkBytes) {
+      uint64_t addr = run.start + off;
+      uint64_t len = std::min(kChunkBytes, run.npages * kPage - off);
+      std::span<uint8_t> chunk(buf.data(), len);
+      if (Status s = inject::read_memory(pid, addr, chunk); !s)
+        return fail(s.error().context(fmt::format("saving memory {:#x}-{:#x}", addr, addr + len)));
+      // Emit maximal runs of pages, leaving out all-zero pages of anonymous memory.
+      uint64_t i = 0, n = len / kPage;
+      while (i < n) {
+        if (run.skip_zero && all_zero(chunk.data() + i * kPage, kPage)) {
+          ++stats.zero_pages_skipped;
+          ++i;
+          continue;
+        }
+        uint64_t j = i + 1;
+        while (j < n && !(run.skip_zero && all_zero(chunk.data() + j * kPage, kPage))) ++j;
+        image::PagesHeader h;
+        h.pid = pid;
+        h.vaddr = addr + i * kPage;
+        h.npages = static_cast<uint32_t>(j - i);
+        h.raw_size = (j - i) * kPage;
+        CRKIT_TRY(w.write_pages(h, chunk.subspan(i * kPage, (j - i) * kPage)));
+        stats.pages_written += j - i;
+        i = j;
+      }
+      done += len;
+      if (progress && !progress(done, total))
+        return fail(ETIMEDOUT, fmt::format("checkpoint of process {} cancelled: time limit reached", pid));
+    }
+  }
+  return stats;
+}
+
+Result<uint64_t> find_free_range(const std::vector<image::VmaRecord>& saved,
+                                 const std::vector<proc::MapEntry>& current, uint64_t size,
+                                 const std::vector<std::pair<uint64_t, uint64_t>>& also_taken) {
+  std::vector<std::pair<uint64_t, uint64_t>> taken = also_taken;
+  for (const auto& v : saved) taken.emplace_back(v.start, v.end);
+  for (const auto& m : current) taken.emplace_back(m.start, m.end);
+  std::sort(taken.begin(), taken.end());
+  // Prefer addresses well away from both layouts' usual places, with guard gaps.
+  const uint64_t gap = 1ull << 20;
+  for (uint64_t cand = 0x100000000ull; cand + size < kTaskSize; cand += 0x40000000ull) {
+    bool ok = true;
+    for (const auto& [s, e] : taken)
+      if (cand < e + gap && s < cand + size + gap) {
+        ok = false;
+        break;
+      }
+    if (ok) return cand;
+  }
+  return fail(ENOMEM, "no free address range for the restorer's scratch area");
+}
+
+Status check_mapped_files(const RestoreTarget& t, const std::vector<image::VmaRecord>& vmas) {
+  std::map<std::string, bool> checked;
+  for (const auto& v : vmas) {
+    if (v.kind != image::VmaKind::FilePrivate && v.kind != image::VmaKind::FileShared) continue;
+    if (v.vm_flags & image::kVmFileDeleted) continue;
+    std::string path = t.relocate(v.name);
+    if (checked.count(path)) continue;
+    checked[path] = true;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) < 0) return fail_errno(fmt::format("mapped file {}", path));
+    bool relocated = path != v.name;
+    if (!relocated && (static_cast<uint64_t>(st.st_size) != v.file.size || st.st_mtim.tv_sec != v.file.mtime_sec ||
+                       st.st_mtim.tv_nsec != v.file.mtime_nsec))
+      return fail(ESTALE, fmt::format("mapped file {} changed since the checkpoint (size {} -> {}, mtime {} -> {}); "
+                                      "memory mapped from it cannot be restored by reference",
+                                      path, v.file.size, st.st_size, v.file.mtime_sec, st.st_mtim.tv_sec));
+  }
+  return {};
+}
+
+Status rebuild_address_space(RestoreTarget& t, const std::vector<image::VmaRecord>& vmas) {
+  CRKIT_ASSIGN(auto current, proc::read_maps(t.real_pid));
+  std::vector<proc::MapEntry> cur_special;
+  for (const auto& m : current)
+    if (is_special(m.path)) cur_special.push_back(m);
+  std::vector<image::VmaRecord> saved_special;
+  for (const auto& v : vmas)
+    if (v.kind == image::VmaKind::Vdso || v.kind == image::VmaKind::Vvar) saved_special.push_back(v);
+
+  // 1. Remove everything but the scratch area and the kernel's vDSO/vvar pages.
+  std::vector<std::pair<uint64_t, uint64_t>> keep;
+  keep.emplace_back(t.scratch->addr(), t.scratch->end());
+  for (const auto& m : cur_special) keep.emplace_back(m.start, m.end);
+  std::sort(keep.begin(), keep.end());
+  uint64_t from = kPage;
+  auto unmap = [&](uint64_t a, uint64_t b) -> Status {
+    if (b <= a) return {};
+    CRKIT_TRY(t.main->check(fmt::format("unmapping the stand-in's memory {:#x}-{:#x}", a, b), SYS_munmap, {a, b - a}));
+    return {};
+  };
+  for (const auto& [s, e] : keep) {
+    CRKIT_TRY(unmap(from, s));
+    from = e;
+  }
+  CRKIT_TRY(unmap(from, kTaskSize));
+
+  // 2. Move the vDSO and its data pages to where the program expects them.
+  if (!saved_special.empty()) {
+    auto describe = [](uint64_t a, uint64_t b, const std::string& n) { return fmt::format("{} {:#x}-{:#x}", n, a, b); };
+    bool same_shape = saved_special.size() == cur_special.size();
+    for (size_t i = 0; same_shape && i < saved_special.size(); ++i)
+      same_shape = saved_special[i].name == cur_special[i].path &&
+                   saved_special[i].end - saved_special[i].start == cur_special[i].end - cur_special[i].start &&
+                   saved_special[i].start - saved_special[0].start == cur_special[i].start - cur_special[0].start;
+    if (!same_shape) {
+      std::string a, b;
+      for (auto& v : saved_special) a += " " + describe(v.start, v.end, v.name);
+      for (auto& m : cur_special) b += " " + describe(m.start, m.end, m.path);
+      return fail(kCrEBadArch, fmt::format("the vDSO layout of this kernel differs from the checkpointing kernel's "
+                                               "(image:{}; here:{}); restart on a machine with the same kernel",
+                                               a, b));
+    }
+    const uint64_t cur_base = cur_special.front().start;
+    const uint64_t saved_base = saved_special.front().start;
+    const uint64_t span = cur_special.back().end - cur_base;
+    if (cur_base != saved_base) {
+      // Through a temporary place, so old and new ranges never overlap.
+      CRKIT_ASSIGN(uint64_t tmp, find_free_range(vmas, current, span, {{t.scratch->addr(), t.scratch->end()}}));
+      uint64_t base = cur_base;
+      for (uint64_t dest_base : {tmp, saved_base}) {
+        // Move the vDSO itself last: the syscall instruction we use lives in it.
+        std::vector<size_t> order;
+        for (size_t i = 0; i < cur_special.size(); ++i)
+          if (cur_special[i].path != "[vdso]") order.push_back(i);
+        for (size_t i = 0; i < cur_special.size(); ++i)
+          if (cur_special[i].path == "[vdso]") order.push_back(i);
+        for (size_t i : order) {
+          uint64_t off = cur_special[i].start - cur_base;
+          uint64_t len = cur_special[i].end - cur_special[i].start;
+          CRKIT_TRY(t.main->check(fmt::format("moving {} to {:#x}", cur_special[i].path, dest_base + off), SYS_mremap,
+                                  {base + off, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dest_base + off}));
+        }
+        t.site = t.site - base + dest_base;
+        t.main->set_site(t.site);
+        base = dest_base;
+      }
+    }
+  }
+
+  // 3. Create the saved mappings, writable while they are filled.
+  std::map<std::string, long> fds;  // remote fds of mapped files, by path and mode
+  Status st;
+  for (const auto& v : vmas) {
+    if (v.kind == image::VmaKind::Vdso || v.kind == image::VmaKind::Vvar) continue;
+    uint64_t len = v.end - v.start;
+    uint64_t prot = v.prot | PROT_READ | PROT_WRITE;
+    uint64_t flags = MAP_FIXED | (v.map_flags & (MAP_SHARED | MAP_PRIVATE));
+    if (v.vm_flags & image::kVmGrowsDown) flags |= MAP_GROWSDOWN;
+    long fd = -1;
+    uint64_t pgoff = 0;
+    bool by_file = (v.kind == image::VmaKind::FilePrivate || v.kind == image::VmaKind::FileShared) &&
+                   !(v.vm_flags & image::kVmFileDeleted);
+    if (by_file) {
+      std::string path = t.relocate(v.name);
+      bool rw = v.kind == image::VmaKind::FileShared && (v.prot & PROT_WRITE);
+      if (v.kind == image::VmaKind::FileShared && !rw) prot = v.prot | PROT_READ;  // no write access needed
+      std::string key = path + (rw ? "\1rw" : "\1ro");
+      if (auto it = fds.find(key); it != fds.end()) {
+        fd = it->second;
+      } else {
+        CRKIT_ASSIGN(uint64_t p, t.scratch->put_string(0, path));
+        CRKIT_ASSIGN(fd, t.main->check(fmt::format("opening mapped file {}", path), SYS_openat,
+                                       {static_cast<uint64_t>(AT_FDCWD), p, static_cast<uint64_t>(rw ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0}));
+        fds[key] = fd;
+      }
+      pgoff = v.pgoff;
+    } else {
+      flags |= MAP_ANONYMOUS;
+    }
+    auto r = t.main->check(fmt::format("mapping {:#x}-{:#x} {} ({})", v.start, v.end, prot_string(v.prot),
+                                       v.name.empty() ? image::vma_kind_name(v.kind) : v.name),
+                           SYS_mmap, {v.start, len, prot, flags, static_cast<uint64_t>(fd), pgoff});
+    if (!r) {
+      st = fail(r.error());
+      break;
+    }
+    if (static_cast<uint64_t>(*r) != v.start) {
+      st = fail(EFAULT, fmt::format("mapping {:#x}-{:#x} landed at {:#x}", v.start, v.end, *r));
+      break;
+    }
+  }
+  for (const auto& [k, fd] : fds) (void)t.main->call(SYS_close, {static_cast<uint64_t>(fd)});
+  return st;
+}
+
+Status fill_pages(RestoreTarget& t, image::ImageReader& reader, std::optional<image::RawRecord> first,
+                  const ProgressFn& progress, uint64_t total_bytes) {
+  uint64_t done = 0;
+  std::optional<image::RawRecord> rec = std::move(first);
+  for (;;) {
+    if (!rec) {
+      CRKIT_ASSIGN(rec, reader.next());
+      if (!rec) break;  // End reached
+    }
+    if (rec->header.type == image::RecordType::Pages) {
+      CRKIT_ASSIGN(auto hp, image::decode_pages(*rec, reader.name()));
+      auto& [h, data] = hp;
+      if (h.compression != image::kCompressNone)
+        return fail(EINVAL, fmt::format("{}: record #{}: unsupported page compression {}", reader.name(), rec->number,
+                                        h.compression));
+      if (Status s = inject::write_memory(t.real_pid, h.vaddr, data); !s)
+        return fail(s.error().context(fmt::format("restoring memory at {:#x} ({} pages)", h.vaddr, h.npages)));
+      done += data.size();
+      if (progress && !progress(done, total_bytes)) return fail(ETIMEDOUT, "restart cancelled: time limit reached");
+    }
+    rec.reset();
+  }
+  return {};
+}
+
+Status finalize_protections(RestoreTarget& t, const std::vector<image::VmaRecord>& vmas) {
+  for (const auto& v : vmas) {
+    if (v.kind == image::VmaKind::Vdso || v.kind == image::VmaKind::Vvar) continue;
+    if (v.prot == (v.prot | PROT_READ | PROT_WRITE)) continue;
+    CRKIT_TRY(t.main->check(fmt::format("setting protection {} on {:#x}-{:#x}", prot_string(v.prot), v.start, v.end),
+                            SYS_mprotect, {v.start, v.end - v.start, v.prot}));
+  }
+  return {};
+}
+
+}  // namespace crkit::resources

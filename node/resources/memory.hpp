@@ -1,0 +1,68 @@
+// Memory: the VMA layout and the page contents. Dump and restore side by side.
+//
+// Dump: /proc/PID/smaps gives the layout, /proc/PID/pagemap which pages exist. Anonymous
+// pages are saved (all-zero ones become holes); file-backed pages that still equal the file
+// are saved by reference (path, offset, identity); copy-on-write-modified pages of private
+// file mappings are saved. The vDSO is not saved: the restorer moves the new kernel's vDSO
+// to the old address.
+// Restore: the stand-in's own mappings are removed, the saved layout is rebuilt with remote
+// mmap() calls, and pages are written into it.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <vector>
+
+#include "common/result.hpp"
+#include "image/image_file.hpp"
+#include "image/schema.hpp"
+#include "proc/proc.hpp"
+#include "resources/context.hpp"
+
+namespace crkit::resources {
+
+struct PageRun {
+  uint64_t start = 0;
+  uint64_t npages = 0;
+  bool skip_zero = false;  // anonymous: all-zero pages need not be stored
+};
+
+struct MemoryPlan {
+  std::vector<image::VmaRecord> vmas;
+  std::vector<PageRun> runs;
+  uint64_t candidate_pages = 0;
+};
+
+struct MemoryStats {
+  uint64_t pages_written = 0;
+  uint64_t zero_pages_skipped = 0;
+};
+
+// Called as bytes are processed; returning false cancels the operation (ETIMEDOUT).
+using ProgressFn = std::function<bool(uint64_t done_bytes, uint64_t total_bytes)>;
+
+Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& smaps);
+Result<MemoryStats> write_memory_pages(pid_t pid, const MemoryPlan& plan, image::ImageWriter& w,
+                                       const ProgressFn& progress);
+
+// Address ranges the stand-in may use for the scratch area: free in the saved layout and in
+// the stand-in's current one.
+Result<uint64_t> find_free_range(const std::vector<image::VmaRecord>& saved,
+                                 const std::vector<proc::MapEntry>& current, uint64_t size,
+                                 const std::vector<std::pair<uint64_t, uint64_t>>& also_taken = {});
+
+// Checks that files mapped by reference still match their saved identity.
+Status check_mapped_files(const RestoreTarget& t, const std::vector<image::VmaRecord>& vmas);
+
+// Replaces the stand-in's address space with the saved layout (contents not yet written).
+Status rebuild_address_space(RestoreTarget& t, const std::vector<image::VmaRecord>& vmas);
+
+// Writes the pages of the remaining Pages records from reader into the stand-in. `first` is
+// a record already read from the stream (the first Pages record), if any.
+Status fill_pages(RestoreTarget& t, image::ImageReader& reader, std::optional<image::RawRecord> first,
+                  const ProgressFn& progress, uint64_t total_bytes);
+
+// Sets the final protections after the contents are in place.
+Status finalize_protections(RestoreTarget& t, const std::vector<image::VmaRecord>& vmas);
+
+}  // namespace crkit::resources

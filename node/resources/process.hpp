@@ -1,0 +1,25 @@
+// Process-wide attributes: identity, credentials, cwd, umask, rlimits, personality, the mm
+// layout (brk, arg/env, auxv, exe), signal handlers, itimers and shared pending signals.
+// Dump and restore side by side.
+#pragma once
+
+#include "common/result.hpp"
+#include "image/schema.hpp"
+#include "resources/context.hpp"
+
+namespace crkit::resources {
+
+Result<image::ProcessRecord> dump_process(const DumpTarget& t);
+
+// Runs in the stand-in itself (ordinary code, before it is seized): cwd, umask, rlimits,
+// personality, dumpable.
+Status apply_process_attrs_in_standin(const image::ProcessRecord& p, const RestoreTarget& t);
+
+// Remote, after the address space is in place.
+Status restore_mm_layout(RestoreTarget& t, const image::ProcessRecord& p);
+Status restore_sigactions(RestoreTarget& t, const image::ProcessRecord& p);
+Status restore_itimers(RestoreTarget& t, const image::ProcessRecord& p);
+Status restore_shared_pending(RestoreTarget& t, const image::ProcessRecord& p);
+Status restore_comm(RestoreTarget& t, const image::ProcessRecord& p);
+
+}  // namespace crkit::resources

@@ -1,0 +1,376 @@
+// cr_checkpoint: checkpoint a running process into a context file (BLCR-compatible).
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "common/cr_errors.hpp"
+#include "common/log.hpp"
+#include "common/unique_fd.hpp"
+#include "engine/checkpoint.hpp"
+#include "image/image_file.hpp"
+#include "tools/progress.hpp"
+#include "tools/signal_policy.hpp"
+
+namespace {
+
+// Set by SIGALRM when -t/--time runs out (the one piece of signal-handler state in this tool).
+volatile sig_atomic_t g_timed_out = 0;
+
+using crkit::Error;
+using crkit::Result;
+using crkit::Status;
+using crkit::UniqueFd;
+
+enum class FilePolicy { Atomic, Backup, Clobber, NoClobber };
+
+struct Options {
+  crkit::engine::Scope scope = crkit::engine::Scope::Tree;
+  pid_t id = 0;
+  std::string file;
+  int dest_fd = -1;
+  int destinations = 0;
+  FilePolicy policy = FilePolicy::Atomic;
+  std::string backup_name;
+  int signal = 0;
+  bool sync = true;
+  bool json = false;
+  unsigned timeout = 0;
+  bool ptraced_skip = false;
+};
+
+void usage(FILE* f) {
+  std::fprintf(f,
+               "Usage: cr_checkpoint [options] ID\n"
+               "\n"
+               "Scope (what ID names):\n"
+               "  -T, --tree           process ID and its descendants (default)\n"
+               "  -p, --pid, --process process ID only\n"
+               "  -g, --pgid, --group  process group ID\n"
+               "  -s, --sid, --session session ID\n"
+               "Destination:\n"
+               "  -c, --cwd            ./context.ID in the current directory (default)\n"
+               "  -f, --file FILE      write to FILE\n"
+               "  -F, --fd FD          write to open file descriptor FD (file, pipe, socket)\n"
+               "File policy:\n"
+               "  --atomic             write a temporary file, then rename it (default)\n"
+               "  --backup[=NAME]      atomic, keeping the old file as NAME or FILE.~N~\n"
+               "  --clobber            overwrite in place\n"
+               "  --noclobber          fail if the file exists\n"
+               "Signal after the checkpoint (last one wins):\n"
+               "  --run (default), --stop, --term, --abort, --kill, --cont, -S, --signal N\n"
+               "Other:\n"
+               "  --sync (default) / --nosync   fsync the file and its directory\n"
+               "  -t, --time SEC       give up after SEC seconds (0 = no limit)\n"
+               "  --ptraced-error (default) / --ptraced-skip / --ptraced-allow\n"
+               "  --save-none (default), --save-exe, --save-private, --save-shared, --save-all\n"
+               "  --json               print a JSON summary on stdout\n"
+               "  -q, --quiet          no messages\n"
+               "  -v, --verbose        more messages\n"
+               "  -h, -?, --help       this help\n"
+               "      --version        print the version\n"
+               "Exit status: 0, or the errno of the failure (e.g. 3 ESRCH, 1 EPERM, 16 EBUSY).\n");
+}
+
+enum LongOnly {
+  kAtomic = 1000, kBackup, kClobber, kNoClobber, kRun, kStop, kTerm, kAbort, kKill, kCont, kEarlyStop,
+  kEarlyAbrt, kSync, kNoSync, kSaveExe, kSavePrivate, kSaveShared, kSaveAll, kSaveNone, kPtracedError,
+  kPtracedSkip, kPtracedAllow, kPtracerError, kPtracerSkip, kKmsgNone, kKmsgError, kKmsgWarning, kVersion, kJson
+};
+
+[[noreturn]] void usage_error(bool quiet, const std::string& msg) {
+  if (!quiet && !msg.empty()) std::fprintf(stderr, "cr_checkpoint: %s\n", msg.c_str());
+  if (!quiet) usage(stderr);
+  std::exit(255);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  bool quiet = false;
+  for (int i = 1; i < argc; ++i)
+    if (!std::strcmp(argv[i], "-q") || !std::strcmp(argv[i], "--quiet")) quiet = true;
+  static const option longopts[] = {
+      {"verbose", no_argument, nullptr, 'v'},      {"quiet", no_argument, nullptr, 'q'},
+      {"help", no_argument, nullptr, 'h'},         {"version", no_argument, nullptr, kVersion},
+      {"tree", no_argument, nullptr, 'T'},         {"pid", no_argument, nullptr, 'p'},
+      {"process", no_argument, nullptr, 'p'},      {"pgid", no_argument, nullptr, 'g'},
+      {"group", no_argument, nullptr, 'g'},        {"sid", no_argument, nullptr, 's'},
+      {"session", no_argument, nullptr, 's'},      {"cwd", no_argument, nullptr, 'c'},
+      {"file", required_argument, nullptr, 'f'},   {"fd", required_argument, nullptr, 'F'},
+      {"dir", required_argument, nullptr, 'd'},    {"atomic", no_argument, nullptr, kAtomic},
+      {"backup", optional_argument, nullptr, kBackup}, {"clobber", no_argument, nullptr, kClobber},
+      {"noclobber", no_argument, nullptr, kNoClobber}, {"run", no_argument, nullptr, kRun},
+      {"signal", required_argument, nullptr, 'S'}, {"stop", no_argument, nullptr, kStop},
+      {"term", no_argument, nullptr, kTerm},       {"abort", no_argument, nullptr, kAbort},
+      {"kill", no_argument, nullptr, kKill},       {"cont", no_argument, nullptr, kCont},
+      {"early-stop", no_argument, nullptr, kEarlyStop}, {"early-abrt", no_argument, nullptr, kEarlyAbrt},
+      {"sync", no_argument, nullptr, kSync},       {"nosync", no_argument, nullptr, kNoSync},
+      {"save-exe", no_argument, nullptr, kSaveExe}, {"save-private", no_argument, nullptr, kSavePrivate},
+      {"save-shared", no_argument, nullptr, kSaveShared}, {"save-all", no_argument, nullptr, kSaveAll},
+      {"save-none", no_argument, nullptr, kSaveNone}, {"ptraced-error", no_argument, nullptr, kPtracedError},
+      {"ptraced-skip", no_argument, nullptr, kPtracedSkip}, {"ptraced-allow", no_argument, nullptr, kPtracedAllow},
+      {"ptracer-error", no_argument, nullptr, kPtracerError}, {"ptracer-skip", no_argument, nullptr, kPtracerSkip},
+      {"kmsg-none", no_argument, nullptr, kKmsgNone}, {"kmsg-error", no_argument, nullptr, kKmsgError},
+      {"kmsg-warning", no_argument, nullptr, kKmsgWarning}, {"time", required_argument, nullptr, 't'},
+      {"json", no_argument, nullptr, kJson},       {nullptr, 0, nullptr, 0}};
+  int c;
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, "vqh?TpgscF:f:d:S:t:", longopts, nullptr)) != -1) {
+    switch (c) {
+      case 'v': crkit::log::set_threshold(crkit::log::Level::Verbose); break;
+      case 'q': crkit::log::set_threshold(crkit::log::Level::Quiet); break;
+      case 'h': usage(stdout); std::exit(0);
+      case '?':
+        if (optopt == 0 && argv[optind - 1] && (!std::strcmp(argv[optind - 1], "-?"))) {
+          usage(stdout);
+          std::exit(0);
+        }
+        usage_error(quiet, fmt::format("invalid option '{}'", argv[optind - 1]));
+      case kVersion: std::printf("cr_checkpoint (crkit) %s\n", CRKIT_VERSION); std::exit(0);
+      case 'T': o.scope = crkit::engine::Scope::Tree; break;
+      case 'p': o.scope = crkit::engine::Scope::Proc; break;
+      case 'g': o.scope = crkit::engine::Scope::Pgrp; break;
+      case 's': o.scope = crkit::engine::Scope::Sess; break;
+      case 'c': ++o.destinations; break;
+      case 'f': ++o.destinations; o.file = optarg; break;
+      case 'F': {
+        ++o.destinations;
+        char* end = nullptr;
+        long v = std::strtol(optarg, &end, 10);
+        if (!end || *end || v < 0) usage_error(quiet, fmt::format("invalid file descriptor '{}'", optarg));
+        o.dest_fd = static_cast<int>(v);
+        break;
+      }
+      case 'd':
+        if (!quiet) std::fprintf(stderr, "cr_checkpoint: --dir is not implemented (as in BLCR)\n");
+        std::exit(EINVAL);
+      case kAtomic: o.policy = FilePolicy::Atomic; break;
+      case kBackup: o.policy = FilePolicy::Backup; o.backup_name = optarg ? optarg : ""; break;
+      case kClobber: o.policy = FilePolicy::Clobber; break;
+      case kNoClobber: o.policy = FilePolicy::NoClobber; break;
+      case kRun: o.signal = 0; break;
+      case 'S':
+        if (!crkit::tools::parse_signal_number(optarg, &o.signal))
+          usage_error(quiet, fmt::format("invalid signal number '{}'", optarg));
+        break;
+      case kStop: case kEarlyStop: o.signal = SIGSTOP; break;
+      case kTerm: o.signal = SIGTERM; break;
+      case kAbort: case kEarlyAbrt: o.signal = SIGABRT; break;
+      case kKill: o.signal = SIGKILL; break;
+      case kCont: o.signal = SIGCONT; break;
+      case kSync: o.sync = true; break;
+      case kNoSync: o.sync = false; break;
+      case kSaveExe: case kSavePrivate: case kSaveShared: case kSaveAll: case kSaveNone:
+        // crkit always saves what is needed; by-reference mappings are checked at restart.
+        break;
+      case kPtracedError: case kPtracedAllow: o.ptraced_skip = false; break;
+      case kPtracedSkip: o.ptraced_skip = true; break;
+      case kPtracerError: case kPtracerSkip: case kKmsgNone: case kKmsgError: case kKmsgWarning: break;
+      case 't': {
+        char* end = nullptr;
+        long v = std::strtol(optarg, &end, 10);
+        if (!end || *end || v < 0) usage_error(quiet, fmt::format("invalid time '{}'", optarg));
+        o.timeout = static_cast<unsigned>(v);
+        break;
+      }
+      case kJson: o.json = true; break;
+      default: usage_error(quiet, "");
+    }
+  }
+  if (o.destinations > 1) {
+    if (!quiet) std::fprintf(stderr, "cr_checkpoint: only one destination may be given\n");
+    std::exit(EINVAL);
+  }
+  if (optind != argc - 1) usage_error(quiet, optind >= argc ? "missing process ID" : "too many arguments");
+  char* end = nullptr;
+  long id = std::strtol(argv[optind], &end, 10);
+  if (!end || *end || id <= 0 || id > 0x3fffffff) usage_error(quiet, fmt::format("invalid ID '{}'", argv[optind]));
+  o.id = static_cast<pid_t>(id);
+  if (o.dest_fd < 0 && o.file.empty()) o.file = fmt::format("context.{}", o.id);
+  return o;
+}
+
+// Where the image goes and how it gets its final name.
+class Destination {
+ public:
+  static Result<Destination> open(const Options& o) {
+    Destination d;
+    if (o.dest_fd >= 0) {
+      struct stat st {};
+      if (::fstat(o.dest_fd, &st) < 0) return crkit::fail_errno(fmt::format("file descriptor {}", o.dest_fd));
+      if (S_ISDIR(st.st_mode)) return crkit::fail(EISDIR, fmt::format("file descriptor {} is a directory", o.dest_fd));
+      d.fd_ = o.dest_fd;
+      d.name_ = fmt::format("<fd{}>", o.dest_fd);
+      return d;
+    }
+    d.final_ = o.file;
+    d.name_ = o.file;
+    struct stat st {};
+    if (::stat(o.file.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+      return crkit::fail(EISDIR, fmt::format("{} is a directory", o.file));
+    const int flags = O_WRONLY | O_CREAT | O_TRUNC | O_NOCTTY | O_CLOEXEC;
+    std::string path = o.file;
+    switch (o.policy) {
+      case FilePolicy::Atomic:
+      case FilePolicy::Backup: {
+        auto slash = o.file.rfind('/');
+        std::string dir = slash == std::string::npos ? "" : o.file.substr(0, slash + 1);
+        std::string base = slash == std::string::npos ? o.file : o.file.substr(slash + 1);
+        path = dir + "." + base + ".tmp";
+        ::unlink(path.c_str());
+        d.temp_ = path;
+        d.fd_ = ::open(path.c_str(), flags | O_EXCL, 0400);
+        break;
+      }
+      case FilePolicy::Clobber:
+        if (::access(path.c_str(), F_OK) == 0 && ::access(path.c_str(), W_OK) != 0) ::unlink(path.c_str());
+        d.fd_ = ::open(path.c_str(), flags, 0400);
+        d.created_ = path;
+        break;
+      case FilePolicy::NoClobber:
+        d.fd_ = ::open(path.c_str(), flags | O_EXCL, 0400);
+        d.created_ = path;
+        break;
+    }
+    if (d.fd_ < 0) return crkit::fail_errno(fmt::format("creating checkpoint file {}", path));
+    d.owned_.reset(d.fd_);
+    d.backup_ = o.policy == FilePolicy::Backup;
+    d.backup_name_ = o.backup_name;
+    return d;
+  }
+
+  int fd() const { return fd_; }
+  const std::string& name() const { return name_; }
+  const std::string& final_path() const { return final_; }
+
+  Status commit(bool sync) {
+    if (sync && ::fsync(fd_) < 0 && errno != EINVAL && errno != EROFS)
+      return crkit::fail_errno(fmt::format("syncing {}", name_));
+    if (!temp_.empty()) {
+      if (backup_ && ::access(final_.c_str(), F_OK) == 0) {
+        std::string b = backup_name_;
+        for (int n = 1; b.empty(); ++n) {
+          std::string cand = fmt::format("{}.~{}~", final_, n);
+          if (::access(cand.c_str(), F_OK) != 0) b = cand;
+        }
+        if (::rename(final_.c_str(), b.c_str()) < 0)
+          return crkit::fail_errno(fmt::format("keeping the old {} as {}", final_, b));
+      }
+      if (::rename(temp_.c_str(), final_.c_str()) < 0)
+        return crkit::fail_errno(fmt::format("renaming {} to {}", temp_, final_));
+      temp_.clear();
+    }
+    created_.clear();
+    if (sync && !final_.empty()) {
+      auto slash = final_.rfind('/');
+      std::string dir = slash == std::string::npos ? "." : final_.substr(0, slash + 1);
+      UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (dfd) ::fsync(dfd.get());
+    }
+    return {};
+  }
+
+  // A failed checkpoint leaves no partial file behind.
+  void abandon() {
+    if (!temp_.empty()) ::unlink(temp_.c_str());
+    if (!created_.empty()) ::unlink(created_.c_str());
+    temp_.clear();
+    created_.clear();
+  }
+  ~Destination() { abandon(); }
+  Destination(Destination&&) = default;
+  Destination& operator=(Destination&&) = default;
+
+ private:
+  Destination() = default;
+  int fd_ = -1;
+  UniqueFd owned_;
+  std::string name_, final_, temp_, created_, backup_name_;
+  bool backup_ = false;
+};
+
+int fail_exit(const Error& e) {
+  crkit::log::error("checkpoint failed: {}", e.message);
+  int code = crkit::exit_code_of(e.code);
+  return code ? code : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  crkit::log::set_program("cr_checkpoint");
+  Options o = parse(argc, argv);
+  ::signal(SIGPIPE, SIG_IGN);
+  if (o.timeout) {
+    // The time limit is checked between pieces of work, never in the middle of a remote call,
+    // so running out of time releases the target untouched.
+    struct sigaction sa {};
+    sa.sa_handler = [](int) { g_timed_out = 1; };
+    sa.sa_flags = SA_RESTART;
+    ::sigaction(SIGALRM, &sa, nullptr);
+    ::alarm(o.timeout);
+  }
+
+  auto t0 = std::chrono::steady_clock::now();
+  auto pid = crkit::engine::resolve_scope(o.scope, o.id);
+  if (!pid) return fail_exit(pid.error());
+  auto dest = Destination::open(o);
+  if (!dest) return fail_exit(dest.error());
+
+  crkit::image::ImageWriter writer(dest->fd(), dest->name());
+  crkit::tools::Progress progress(::isatty(2) && crkit::log::threshold() >= crkit::log::Level::Normal, "cr_checkpoint");
+  auto ck = crkit::engine::checkpoint_process(*pid, o.scope, writer, [&](uint64_t d, uint64_t t) {
+    progress(d, t);
+    return g_timed_out == 0;
+  });
+  if (ck && g_timed_out) {
+    dest->abandon();
+    ck->frozen.release();
+    return fail_exit(Error{ETIMEDOUT, fmt::format("checkpoint of process {} exceeded the time limit of {}s", *pid, o.timeout)});
+  }
+  if (!ck) {
+    dest->abandon();
+    if (o.ptraced_skip && ck.error().code == crkit::kCrEPtraced)
+      return fail_exit(Error{ESRCH, "no processes checkpointed: " + ck.error().message});
+    return fail_exit(ck.error());
+  }
+  if (Status s = dest->commit(o.sync); !s) {
+    dest->abandon();
+    return fail_exit(s.error());  // ck goes out of scope: the target is released untouched
+  }
+  auto t_dumped = std::chrono::steady_clock::now();
+  if (o.signal == SIGKILL) {
+    ck->frozen.kill_frozen();
+  } else {
+    ck->frozen.release();
+    if (o.signal) ::kill(*pid, o.signal);
+  }
+  auto t1 = std::chrono::steady_clock::now();
+  double frozen = std::chrono::duration<double>(t_dumped - t0).count();
+  double total = std::chrono::duration<double>(t1 - t0).count();
+  crkit::log::info("checkpointed process {} ({} threads, {} pages, {} zero pages skipped, {} fds) into {}: {} bytes in {:.3f}s",
+                   *pid, ck->stats.threads, ck->stats.pages_written, ck->stats.zero_pages_skipped, ck->stats.fds,
+                   dest->name(), ck->stats.image_bytes, total);
+  if (o.json) {
+    nlohmann::json j = {{"pid", *pid},
+                        {"file", dest->final_path().empty() ? dest->name() : dest->final_path()},
+                        {"image_bytes", ck->stats.image_bytes},
+                        {"threads", ck->stats.threads},
+                        {"pages_written", ck->stats.pages_written},
+                        {"zero_pages_skipped", ck->stats.zero_pages_skipped},
+                        {"fds", ck->stats.fds},
+                        {"frozen_seconds", frozen},
+                        {"total_seconds", total}};
+    std::printf("%s\n", j.dump(2).c_str());
+  }
+  return 0;
+}
