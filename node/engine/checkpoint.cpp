@@ -20,6 +20,16 @@ namespace crkit::engine {
 Result<pid_t> resolve_scope(Scope scope, pid_t id) {
   if (id <= 0) return fail(ESRCH, fmt::format("invalid process id {}", id));
   if (::kill(id, 0) < 0 && errno == ESRCH) return fail(ESRCH, fmt::format("process {} does not exist", id));
+  if (scope == Scope::Proc || scope == Scope::Tree) {
+    // A user may checkpoint only what they could ptrace; say so before anything else.
+    auto st = proc::read_status(id);
+    if (!st) return fail(st.error());
+    uid_t me = ::getuid();
+    if (::geteuid() != 0 && (st->uid[0] != me || st->uid[1] != me || st->uid[2] != me))
+      return fail(EPERM, fmt::format("cannot checkpoint process {}: it belongs to uid {} and you are uid {} "
+                                     "(Operation not permitted)",
+                                     id, st->uid[1], me));
+  }
   switch (scope) {
     case Scope::Proc:
       return id;

@@ -5,7 +5,6 @@
 #include <isa-l/crc.h>
 
 #include <cerrno>
-#include <climits>
 #include <cstring>
 
 namespace crkit::image {

@@ -139,6 +139,13 @@ void FrozenProcess::kill_frozen() {
   attached_ = false;
   ::kill(pid_, SIGKILL);
   for (pid_t t : tids_) ::ptrace(PTRACE_DETACH, t, 0, 0);
+  // Return only once it is dead (a zombie or reaped), so a restart right after us does not
+  // race with its exit. Its PID stays in use until its parent reaps it.
+  for (int i = 0; i < 500; ++i) {
+    auto st = proc::read_stat(pid_);
+    if (!st || st->state == 'Z' || st->state == 'X') break;
+    ::usleep(2000);
+  }
 }
 
 }  // namespace crkit::inject
