@@ -171,7 +171,8 @@ void report(int fd, const std::string& msg) {
   if (Status s = resources::restore_files_in_standin(img.fds, img.contents, t, &keep); !s) fail_out(s.error());
   report_fd = keep;
   if (Status s = resources::apply_process_attrs_in_standin(img.process, t); !s) fail_out(s.error());
-  ::prctl(PR_SET_PDEATHSIG, 0);
+  // PR_SET_PDEATHSIG stays set: should cr_restart die mid-way, the half-built process dies
+  // with it. The transplant clears it as its last remote call.
   report(report_fd, fmt::format("OK {}", report_fd));
   // Wait to be taken over by the restorer (PTRACE_SEIZE + PTRACE_INTERRUPT).
   for (;;) ::pause();
@@ -263,6 +264,7 @@ Status transplant(resources::RestoreTarget& t, const LoadedImage& img, image::Im
   CRKIT_TRY(resources::restore_shared_pending(t, img.process));
   CRKIT_TRY(resources::restore_itimers(t, img.process));
   for (const auto& th : img.threads) CRKIT_TRY(resources::restore_thread_creds(t, th, img.process.creds));
+  CRKIT_TRY(main.check("clearing the parent-death signal", SYS_prctl, {PR_SET_PDEATHSIG, 0}));
   CRKIT_TRY(scratch.unmap(main));
   for (const auto& th : img.threads) CRKIT_TRY(resources::restore_thread_registers(t, th));
   return {};
@@ -272,7 +274,14 @@ Status transplant(resources::RestoreTarget& t, const LoadedImage& img, image::Im
 // children until the restored process ends and passes its wait status on.
 [[noreturn]] void nsinit_main(const LoadedImage& img, const resources::RestoreTarget& t, const RestartOptions& opts,
                               int report_fd, int status_fd) {
+  // Until the restart has succeeded, our death (and so the namespace's) follows
+  // cr_restart's; SIGUSR1 from cr_restart says it succeeded, after which the restored job
+  // outlives cr_restart as it would outside a namespace.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  struct sigaction sa {};
+  sa.sa_handler = [](int) { ::prctl(PR_SET_PDEATHSIG, 0); };
+  sa.sa_flags = SA_RESTART;
+  ::sigaction(SIGUSR1, &sa, nullptr);
   // A private /proc that shows this namespace's PIDs (best effort).
   if (::unshare(CLONE_NEWNS) == 0 && ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0)
     ::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
@@ -399,6 +408,7 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
   // Release every thread together.
   for (auto& [v, real] : t.real_tid_of) ::ptrace(PTRACE_DETACH, real, 0, 0);
   if (p.was_stopped) ::kill(t.real_pid, SIGSTOP);
+  if (use_pidns) ::kill(out.child, SIGUSR1);
   guard.release();
   out.restored = t.real_pid;
   out.status_fd = std::move(status_r);
