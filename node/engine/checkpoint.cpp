@@ -91,6 +91,7 @@ Result<Checkpoint> checkpoint_process(pid_t pid, Scope scope, image::ImageWriter
   image::ImageInfo info;
   info.page_size = static_cast<uint32_t>(::sysconf(_SC_PAGESIZE));
   info.xsave_size = threads.empty() ? 0 : static_cast<uint32_t>(threads.front().xstate.size());
+  info.xfeatures = threads.empty() ? 0 : inject::xstate_features(threads.front().xstate);
   info.created_unix = static_cast<int64_t>(::time(nullptr));
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);

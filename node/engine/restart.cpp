@@ -156,6 +156,7 @@ void report(int fd, const std::string& msg) {
 
 [[noreturn]] void standin_main(const LoadedImage& img, const resources::RestoreTarget& t, const RestartOptions& opts,
                                int report_fd) {
+  // report_fd moves while the fd table is rebuilt; errors always go to its current number.
   auto fail_out = [&](const Error& e) {
     report(report_fd, fmt::format("ERR {} {}", e.code, e.message));
     ::_exit(1);
@@ -167,9 +168,7 @@ void report(int fd, const std::string& msg) {
   if (opts.restore_pgid && img.process.pgid == img.process.pid) {
     if (::setpgid(0, 0) < 0) fail_out(errno_error("restoring the process group (setpgid)"));
   }
-  int keep = report_fd;
-  if (Status s = resources::restore_files_in_standin(img.fds, img.contents, t, &keep); !s) fail_out(s.error());
-  report_fd = keep;
+  if (Status s = resources::restore_files_in_standin(img.fds, img.contents, t, &report_fd); !s) fail_out(s.error());
   if (Status s = resources::apply_process_attrs_in_standin(img.process, t); !s) fail_out(s.error());
   // PR_SET_PDEATHSIG stays set: should cr_restart die mid-way, the half-built process dies
   // with it. The transplant clears it as its last remote call.
@@ -251,6 +250,13 @@ Status transplant(resources::RestoreTarget& t, const LoadedImage& img, image::Im
   CRKIT_ASSIGN(RemoteScratch scratch, RemoteScratch::map(t.real_pid, main, hint));
   t.scratch = &scratch;
 
+  // The CPU state must fit this machine: same XSAVE layout, no features it lacks.
+  CRKIT_ASSIGN(auto here, inject::get_xstate(t.real_pid));
+  const uint64_t need = img.info.xfeatures, have = inject::xstate_features(here);
+  if (img.info.xsave_size != here.size() || (need & ~have))
+    return fail(kCrEBadArch, fmt::format("the image's CPU state (XSAVE {} bytes, features {:#x}) does not fit this machine "
+                                         "(XSAVE {} bytes, features {:#x}); restart on a machine with the same CPU features",
+                                         img.info.xsave_size, need, here.size(), have));
   CRKIT_TRY(main.check("closing the restorer's channel", SYS_close, {static_cast<uint64_t>(keep_fd)}));
   CRKIT_TRY(resources::unregister_standin_rseq(t));
   CRKIT_TRY(resources::rebuild_address_space(t, img.vmas));

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -73,6 +74,16 @@ Status set_xstate(pid_t tid, const std::vector<uint8_t>& xstate) {
   if (::ptrace(PTRACE_SETREGSET, tid, NT_X86_XSTATE, &iov) < 0)
     return fail_errno(fmt::format("restoring FPU/XSAVE state of thread {}", tid));
   return {};
+}
+
+uint64_t xstate_features(const std::vector<uint8_t>& xstate) {
+  // For ptrace the kernel stores XCR0 in the first word of the FXSAVE area's software-usable
+  // bytes (offset 464, USER_XSTATE_XCR0_WORD in asm/user.h).
+  constexpr size_t kOffset = 464;
+  if (xstate.size() < kOffset + 8) return 0;
+  uint64_t v = 0;
+  std::memcpy(&v, xstate.data() + kOffset, sizeof(v));
+  return v;
 }
 
 Result<uint64_t> get_sigmask(pid_t tid) {

@@ -28,6 +28,9 @@ Status set_regs(pid_t tid, const Regs& r);
 // NT_X86_XSTATE blob (FPU, SSE, AVX...); its length is the kernel's user xstate size.
 Result<std::vector<uint8_t>> get_xstate(pid_t tid);
 Status set_xstate(pid_t tid, const std::vector<uint8_t>& xstate);
+// The XCR0 feature mask recorded by the kernel in an NT_X86_XSTATE blob (its sw_usable
+// bytes), or 0 if the blob is too short to hold it.
+uint64_t xstate_features(const std::vector<uint8_t>& xstate);
 Result<uint64_t> get_sigmask(pid_t tid);
 Status set_sigmask(pid_t tid, uint64_t mask);
 
