@@ -194,8 +194,14 @@ Status restore_sigactions(RestoreTarget& t, const image::ProcessRecord& p) {
 
 Status restore_itimers(RestoreTarget& t, const image::ProcessRecord& p) {
   for (size_t which = 0; which < p.itimers.size() && which < 3; ++which) {
-    const auto& it = p.itimers[which];
-    if (!it.value_sec && !it.value_usec) continue;
+    image::ItimerVal it = p.itimers[which];
+    if (!it.value_sec && !it.value_usec) {
+      // A periodic ITIMER_REAL that fired while the process was frozen reads as 0 until its
+      // SIGALRM is dequeued (the kernel re-arms it then); re-arm it with its interval.
+      if (!it.interval_sec && !it.interval_usec) continue;
+      it.value_sec = it.interval_sec;
+      it.value_usec = it.interval_usec;
+    }
     CRKIT_ASSIGN(uint64_t addr, t.scratch->put_struct(0, it));
     CRKIT_TRY(t.main->check(fmt::format("restoring interval timer {}", which), SYS_setitimer,
                             {static_cast<uint64_t>(which), addr, 0}));
