@@ -72,7 +72,8 @@ echo "   one second later out.txt still stops at $(wc -l <"$D/out.txt") (nothing
 
 step "3. look inside the image (cr_info)"
 show "cr_info job.img"
-"$CR_INFO" "$D/job.img" | head -n 24 | sed 's/^/   /'
+"$CR_INFO" "$D/job.img" >"$D/info.txt" # not piped into head: that would end cr_info with SIGPIPE
+head -n 24 "$D/info.txt" | sed 's/^/   /'
 echo "   ... (cr_info --json job.img gives the same as JSON)"
 
 step "4. restart it (cr_restart waits for the job and exits with its status)"
