@@ -4,11 +4,14 @@ namespace crkit::resources {
 
 std::string RestoreTarget::relocate(const std::string& path) const {
   // BLCR semantics: prefix replacement on whole leading path components; first match wins.
+  // Both sides are absolute with trailing '/' trimmed, so "/" is the only one ending in '/'.
   for (const auto& [from, to] : relocations) {
     if (path == from) return to;
-    if (path.size() > from.size() && path.compare(0, from.size(), from) == 0 &&
-        (from == "/" || path[from.size()] == '/'))
-      return to + path.substr(from.size());
+    const bool root = from == "/";
+    if (path.size() > from.size() && path.compare(0, from.size(), from) == 0 && (root || path[from.size()] == '/')) {
+      std::string rest = path.substr(root ? 0 : from.size());  // starts with '/'
+      return to == "/" ? rest : to + rest;
+    }
   }
   return path;
 }
