@@ -14,6 +14,8 @@ inline constexpr int kCrEPtraced = 2360;    // exit 56
 inline constexpr int kCrEPtracer = 2361;    // exit 57
 inline constexpr int kCrERstrtAbrt = 2362;  // exit 58
 
-inline int exit_code_of(int code) { return code & 0xff; }
+inline int exit_code_of(int code) {
+  return code & 0xff;
+}
 
 }  // namespace crkit

@@ -10,8 +10,16 @@ std::atomic<Level> g_threshold{Level::Normal};
 std::string g_program = "crkit";
 }  // namespace
 
-Level threshold() { return g_threshold.load(std::memory_order_relaxed); }
-void set_threshold(Level l) { g_threshold.store(l, std::memory_order_relaxed); }
-void set_program(std::string_view name) { g_program = std::string(name); }
-std::string_view program() { return g_program; }
+Level threshold() {
+  return g_threshold.load(std::memory_order_relaxed);
+}
+void set_threshold(Level l) {
+  g_threshold.store(l, std::memory_order_relaxed);
+}
+void set_program(std::string_view name) {
+  g_program = std::string(name);
+}
+std::string_view program() {
+  return g_program;
+}
 }  // namespace crkit::log

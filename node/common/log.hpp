@@ -21,7 +21,8 @@ template <class... Args>
 void at(Level l, fmt::format_string<Args...> f, Args&&... args) {
   if (threshold() < l) return;
   std::string s = fmt::format(f, std::forward<Args>(args)...);
-  std::fprintf(stderr, "%.*s: %s\n", static_cast<int>(program().size()), program().data(), s.c_str());
+  std::fprintf(stderr, "%.*s: %s\n", static_cast<int>(program().size()), program().data(),
+               s.c_str());
 }
 template <class... Args>
 void error(fmt::format_string<Args...> f, Args&&... args) {
@@ -31,7 +32,8 @@ template <class... Args>
 void warn(fmt::format_string<Args...> f, Args&&... args) {
   if (threshold() < Level::Normal) return;
   std::string s = fmt::format(f, std::forward<Args>(args)...);
-  std::fprintf(stderr, "%.*s: warning: %s\n", static_cast<int>(program().size()), program().data(), s.c_str());
+  std::fprintf(stderr, "%.*s: warning: %s\n", static_cast<int>(program().size()), program().data(),
+               s.c_str());
 }
 template <class... Args>
 void info(fmt::format_string<Args...> f, Args&&... args) {

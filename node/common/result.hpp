@@ -25,16 +25,28 @@ struct Error {
 inline Error sys_error(int err, const std::string& what) {
   return Error{err, fmt::format("{}: {}", what, std::strerror(err))};
 }
-inline Error errno_error(const std::string& what) { return sys_error(errno, what); }
-inline Error make_error(int code, std::string message) { return Error{code, std::move(message)}; }
+inline Error errno_error(const std::string& what) {
+  return sys_error(errno, what);
+}
+inline Error make_error(int code, std::string message) {
+  return Error{code, std::move(message)};
+}
 
 struct Unexpected {
   Error error;
 };
-inline Unexpected fail(Error e) { return Unexpected{std::move(e)}; }
-inline Unexpected fail(int code, std::string message) { return Unexpected{Error{code, std::move(message)}}; }
-inline Unexpected fail_errno(const std::string& what) { return Unexpected{errno_error(what)}; }
-inline Unexpected fail_sys(int err, const std::string& what) { return Unexpected{sys_error(err, what)}; }
+inline Unexpected fail(Error e) {
+  return Unexpected{std::move(e)};
+}
+inline Unexpected fail(int code, std::string message) {
+  return Unexpected{Error{code, std::move(message)}};
+}
+inline Unexpected fail_errno(const std::string& what) {
+  return Unexpected{errno_error(what)};
+}
+inline Unexpected fail_sys(int err, const std::string& what) {
+  return Unexpected{sys_error(err, what)};
+}
 
 template <class T>
 class [[nodiscard]] Result {
@@ -80,9 +92,9 @@ using Status = Result<void>;
 }  // namespace crkit
 
 // Propagate an error from an expression returning Result<...>.
-#define CRKIT_TRY(expr)                                    \
-  do {                                                     \
-    auto&& crkit_try_r_ = (expr);                          \
+#define CRKIT_TRY(expr)                                            \
+  do {                                                             \
+    auto&& crkit_try_r_ = (expr);                                  \
     if (!crkit_try_r_) return ::crkit::fail(crkit_try_r_.error()); \
   } while (0)
 
@@ -90,7 +102,7 @@ using Status = Result<void>;
 #define CRKIT_CONCAT(a, b) CRKIT_CONCAT_INNER(a, b)
 // Assign the value of a Result or propagate its error: CRKIT_ASSIGN(auto x, f());
 #define CRKIT_ASSIGN(decl, expr) CRKIT_ASSIGN_IMPL(CRKIT_CONCAT(crkit_r_, __LINE__), decl, expr)
-#define CRKIT_ASSIGN_IMPL(tmp, decl, expr)              \
-  auto tmp = (expr);                                    \
+#define CRKIT_ASSIGN_IMPL(tmp, decl, expr)                \
+  auto tmp = (expr);                                      \
   if (!tmp) return ::crkit::fail(std::move(tmp.error())); \
   decl = std::move(tmp.value())

@@ -19,16 +19,19 @@ namespace crkit::engine {
 
 Result<pid_t> resolve_scope(Scope scope, pid_t id) {
   if (id <= 0) return fail(ESRCH, fmt::format("invalid process id {}", id));
-  if (::kill(id, 0) < 0 && errno == ESRCH) return fail(ESRCH, fmt::format("process {} does not exist", id));
+  if (::kill(id, 0) < 0 && errno == ESRCH)
+    return fail(ESRCH, fmt::format("process {} does not exist", id));
   if (scope == Scope::Proc || scope == Scope::Tree) {
     // A user may checkpoint only what they could ptrace; say so before anything else.
     auto st = proc::read_status(id);
     if (!st) return fail(st.error());
     uid_t me = ::getuid();
     if (::geteuid() != 0 && (st->uid[0] != me || st->uid[1] != me || st->uid[2] != me))
-      return fail(EPERM, fmt::format("cannot checkpoint process {}: it belongs to uid {} and you are uid {} "
-                                     "(Operation not permitted)",
-                                     id, st->uid[1], me));
+      return fail(
+          EPERM,
+          fmt::format("cannot checkpoint process {}: it belongs to uid {} and you are uid {} "
+                      "(Operation not permitted)",
+                      id, st->uid[1], me));
   }
   switch (scope) {
     case Scope::Proc:
@@ -36,9 +39,12 @@ Result<pid_t> resolve_scope(Scope scope, pid_t id) {
     case Scope::Tree: {
       CRKIT_ASSIGN(auto kids, proc::list_children(id));
       if (!kids.empty())
-        return fail(ENOSYS, fmt::format("process {} has children ({}{}); checkpointing a process tree is not supported "
-                                        "yet: use -p/--pid to checkpoint process {} alone",
-                                        id, kids.front(), kids.size() > 1 ? ", ..." : "", id));
+        return fail(
+            ENOSYS,
+            fmt::format(
+                "process {} has children ({}{}); checkpointing a process tree is not supported "
+                "yet: use -p/--pid to checkpoint process {} alone",
+                id, kids.front(), kids.size() > 1 ? ", ..." : "", id));
       return id;
     }
     case Scope::Pgrp:
@@ -54,8 +60,11 @@ Result<pid_t> resolve_scope(Scope scope, pid_t id) {
       const char* what = scope == Scope::Pgrp ? "process group" : "session";
       if (members.empty()) return fail(ESRCH, fmt::format("{} {} has no processes", what, id));
       if (members.size() > 1)
-        return fail(ENOSYS, fmt::format("{} {} has {} processes; checkpointing several processes is not supported yet",
-                                        what, id, members.size()));
+        return fail(
+            ENOSYS,
+            fmt::format(
+                "{} {} has {} processes; checkpointing several processes is not supported yet",
+                what, id, members.size()));
       return members.front();
     }
   }
@@ -72,7 +81,8 @@ Result<Checkpoint> checkpoint_process(pid_t pid, Scope scope, image::ImageWriter
   CRKIT_ASSIGN(RemoteScratch scratch, RemoteScratch::map(pid, main));
   resources::DumpTarget t{pid, frozen.tids(), site, &main, &scratch};
 
-  auto collect = [&]() -> Result<std::tuple<image::ProcessRecord, std::vector<image::ThreadRecord>>> {
+  auto collect =
+      [&]() -> Result<std::tuple<image::ProcessRecord, std::vector<image::ThreadRecord>>> {
     CRKIT_ASSIGN(auto p, resources::dump_process(t));
     p.was_stopped = frozen.was_stopped() ? 1 : 0;
     CRKIT_ASSIGN(auto threads, resources::dump_threads(t, frozen.stashed_signals()));

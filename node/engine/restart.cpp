@@ -61,8 +61,11 @@ Result<LoadedImage> load_metadata(image::ImageReader& reader) {
       }
       case image::RecordType::Process: {
         if (have_process)
-          return fail(ENOSYS, fmt::format("{}: the image holds several processes; restarting process trees is not "
-                                          "supported yet", name));
+          return fail(
+              ENOSYS,
+              fmt::format("{}: the image holds several processes; restarting process trees is not "
+                          "supported yet",
+                          name));
         CRKIT_ASSIGN(img.process, image::decode_record<image::ProcessRecord>(*rec, name));
         have_process = true;
         break;
@@ -100,12 +103,15 @@ Result<LoadedImage> load_metadata(image::ImageReader& reader) {
     if (img.first_pages) break;
   }
   if (!have_info || !have_process)
-    return fail(EINVAL, fmt::format("{}: the image has no {} record", reader.name(), have_info ? "Process" : "ImageInfo"));
-  if (img.threads.empty()) return fail(EINVAL, fmt::format("{}: the image has no Thread records", reader.name()));
+    return fail(EINVAL, fmt::format("{}: the image has no {} record", reader.name(),
+                                    have_info ? "Process" : "ImageInfo"));
+  if (img.threads.empty())
+    return fail(EINVAL, fmt::format("{}: the image has no Thread records", reader.name()));
   bool main_found = false;
   for (const auto& th : img.threads) main_found |= th.tid == img.process.pid;
   if (!main_found)
-    return fail(EINVAL, fmt::format("{}: the image has no record of the main thread {}", reader.name(), img.process.pid));
+    return fail(EINVAL, fmt::format("{}: the image has no record of the main thread {}",
+                                    reader.name(), img.process.pid));
   return img;
 }
 
@@ -141,7 +147,8 @@ Status write_id_map(const char* file, const std::string& text) {
 Status enter_user_namespace() {
   uid_t uid = ::getuid();
   gid_t gid = ::getgid();
-  if (::unshare(CLONE_NEWUSER) < 0) return fail_errno("creating a user namespace for an unprivileged restart");
+  if (::unshare(CLONE_NEWUSER) < 0)
+    return fail_errno("creating a user namespace for an unprivileged restart");
   CRKIT_TRY(write_id_map("/proc/self/setgroups", "deny"));
   CRKIT_TRY(write_id_map("/proc/self/uid_map", fmt::format("{} {} 1\n", uid, uid)));
   CRKIT_TRY(write_id_map("/proc/self/gid_map", fmt::format("{} {} 1\n", gid, gid)));
@@ -154,8 +161,8 @@ void report(int fd, const std::string& msg) {
   (void)n;
 }
 
-[[noreturn]] void standin_main(const LoadedImage& img, const resources::RestoreTarget& t, const RestartOptions& opts,
-                               int report_fd) {
+[[noreturn]] void standin_main(const LoadedImage& img, const resources::RestoreTarget& t,
+                               const RestartOptions& opts, int report_fd) {
   // report_fd moves while the fd table is rebuilt; errors always go to its current number.
   auto fail_out = [&](const Error& e) {
     report(report_fd, fmt::format("ERR {} {}", e.code, e.message));
@@ -168,7 +175,8 @@ void report(int fd, const std::string& msg) {
   if (opts.restore_pgid && img.process.pgid == img.process.pid) {
     if (::setpgid(0, 0) < 0) fail_out(errno_error("restoring the process group (setpgid)"));
   }
-  if (Status s = resources::restore_files_in_standin(img.fds, img.contents, t, &report_fd); !s) fail_out(s.error());
+  if (Status s = resources::restore_files_in_standin(img.fds, img.contents, t, &report_fd); !s)
+    fail_out(s.error());
   if (Status s = resources::apply_process_attrs_in_standin(img.process, t); !s) fail_out(s.error());
   // PR_SET_PDEATHSIG stays set: should cr_restart die mid-way, the half-built process dies
   // with it. The transplant clears it as its last remote call.
@@ -227,20 +235,23 @@ Status parse_report(const std::string& msg, int* keep_fd) {
 
 Error clone_error(int e, pid_t want) {
   if (e == EEXIST)
-    return Error{EBUSY, fmt::format("process id {} is in use (is the original process still running?); "
-                                    "use --no-restore-pid to restart it in a new PID namespace",
-                                    want)};
+    return Error{EBUSY,
+                 fmt::format("process id {} is in use (is the original process still running?); "
+                             "use --no-restore-pid to restart it in a new PID namespace",
+                             want)};
   if (e == EPERM)
-    return Error{EPERM, fmt::format("creating process {} with its original id: Operation not permitted "
-                                    "(cr_restart needs CAP_CHECKPOINT_RESTORE)",
-                                    want)};
+    return Error{EPERM,
+                 fmt::format("creating process {} with its original id: Operation not permitted "
+                             "(cr_restart needs CAP_CHECKPOINT_RESTORE)",
+                             want)};
   return sys_error(e, fmt::format("creating process {} with its original id", want));
 }
 
 // The transplant: from a stopped stand-in to the checkpointed process. Every step names
 // itself in its error.
 Status transplant(resources::RestoreTarget& t, const LoadedImage& img, image::ImageReader& reader,
-                  std::optional<image::RawRecord> first_pages, const RestartOptions& opts, int keep_fd) {
+                  std::optional<image::RawRecord> first_pages, const RestartOptions& opts,
+                  int keep_fd) {
   CRKIT_ASSIGN(uint64_t site, inject::find_syscall_site(t.real_pid));
   t.site = site;
   inject::RemoteCaller main(t.real_pid, site);
@@ -254,13 +265,18 @@ Status transplant(resources::RestoreTarget& t, const LoadedImage& img, image::Im
   CRKIT_ASSIGN(auto here, inject::get_xstate(t.real_pid));
   const uint64_t need = img.info.xfeatures, have = inject::xstate_features(here);
   if (img.info.xsave_size != here.size() || (need & ~have))
-    return fail(kCrEBadArch, fmt::format("the image's CPU state (XSAVE {} bytes, features {:#x}) does not fit this machine "
-                                         "(XSAVE {} bytes, features {:#x}); restart on a machine with the same CPU features",
-                                         img.info.xsave_size, need, here.size(), have));
-  CRKIT_TRY(main.check("closing the restorer's channel", SYS_close, {static_cast<uint64_t>(keep_fd)}));
+    return fail(
+        kCrEBadArch,
+        fmt::format(
+            "the image's CPU state (XSAVE {} bytes, features {:#x}) does not fit this machine "
+            "(XSAVE {} bytes, features {:#x}); restart on a machine with the same CPU features",
+            img.info.xsave_size, need, here.size(), have));
+  CRKIT_TRY(
+      main.check("closing the restorer's channel", SYS_close, {static_cast<uint64_t>(keep_fd)}));
   CRKIT_TRY(resources::unregister_standin_rseq(t));
   CRKIT_TRY(resources::rebuild_address_space(t, img.vmas));
-  CRKIT_TRY(resources::fill_pages(t, reader, std::move(first_pages), opts.progress, img.page_bytes));
+  CRKIT_TRY(
+      resources::fill_pages(t, reader, std::move(first_pages), opts.progress, img.page_bytes));
   CRKIT_TRY(resources::finalize_protections(t, img.vmas));
   CRKIT_TRY(resources::restore_mm_layout(t, img.process));
   CRKIT_TRY(resources::restore_sigactions(t, img.process));
@@ -269,7 +285,8 @@ Status transplant(resources::RestoreTarget& t, const LoadedImage& img, image::Im
   for (const auto& th : img.threads) CRKIT_TRY(resources::restore_thread_state(t, th));
   CRKIT_TRY(resources::restore_shared_pending(t, img.process));
   CRKIT_TRY(resources::restore_itimers(t, img.process));
-  for (const auto& th : img.threads) CRKIT_TRY(resources::restore_thread_creds(t, th, img.process.creds));
+  for (const auto& th : img.threads)
+    CRKIT_TRY(resources::restore_thread_creds(t, th, img.process.creds));
   CRKIT_TRY(main.check("clearing the parent-death signal", SYS_prctl, {PR_SET_PDEATHSIG, 0}));
   CRKIT_TRY(scratch.unmap(main));
   for (const auto& th : img.threads) CRKIT_TRY(resources::restore_thread_registers(t, th));
@@ -278,8 +295,8 @@ Status transplant(resources::RestoreTarget& t, const LoadedImage& img, image::Im
 
 // Body of the PID namespace's init: creates the stand-in with its original PID, then reaps
 // children until the restored process ends and passes its wait status on.
-[[noreturn]] void nsinit_main(const LoadedImage& img, const resources::RestoreTarget& t, const RestartOptions& opts,
-                              int report_fd, int status_fd) {
+[[noreturn]] void nsinit_main(const LoadedImage& img, const resources::RestoreTarget& t,
+                              const RestartOptions& opts, int report_fd, int status_fd) {
   // Until the restart has succeeded, our death (and so the namespace's) follows
   // cr_restart's; SIGUSR1 from cr_restart says it succeeded, after which the restored job
   // outlives cr_restart as it would outside a namespace.
@@ -289,12 +306,14 @@ Status transplant(resources::RestoreTarget& t, const LoadedImage& img, image::Im
   sa.sa_flags = SA_RESTART;
   ::sigaction(SIGUSR1, &sa, nullptr);
   // A private /proc that shows this namespace's PIDs (best effort).
-  if (::unshare(CLONE_NEWNS) == 0 && ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0)
+  if (::unshare(CLONE_NEWNS) == 0 &&
+      ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0)
     ::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
   pid_t want = img.process.pid;
   pid_t child = want == 1 ? -1 : clone3_with(0, want);
   if (child < 0) {
-    Error e = want == 1 ? Error{EINVAL, "cannot restart a process whose PID was 1"} : clone_error(errno, want);
+    Error e = want == 1 ? Error{EINVAL, "cannot restart a process whose PID was 1"}
+                        : clone_error(errno, want);
     report(report_fd, fmt::format("CLONE {} {}", e.code, e.message));
     ::_exit(1);
   }
@@ -325,8 +344,10 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
 
   const bool root = ::getuid() == 0;
   if (!root && p.creds.uid != ::getuid())
-    return fail(EPERM, fmt::format("{}: the image belongs to uid {}; you (uid {}) may restart only your own images",
-                                   name, p.creds.uid, ::getuid()));
+    return fail(
+        EPERM, fmt::format(
+                   "{}: the image belongs to uid {}; you (uid {}) may restart only your own images",
+                   name, p.creds.uid, ::getuid()));
 
   resources::RestoreTarget t;
   t.vpid = p.pid;
@@ -388,7 +409,8 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
   CRKIT_TRY(parse_report(msg, &keep_fd));
   if (use_pidns) {
     CRKIT_ASSIGN(auto kids, proc::list_children(out.child));
-    if (kids.size() != 1) return fail(EIO, "cannot find the stand-in process inside the new PID namespace");
+    if (kids.size() != 1)
+      return fail(EIO, "cannot find the stand-in process inside the new PID namespace");
     t.real_pid = kids.front();
     guard.set(t.real_pid, out.child, out.child);
   }

@@ -15,7 +15,7 @@
 namespace crkit::engine {
 
 struct RestartOptions {
-  bool restore_pid = true;   // --restore-pid (default) / --no-restore-pid
+  bool restore_pid = true;  // --restore-pid (default) / --no-restore-pid
   bool restore_pgid = false;
   bool restore_sid = false;
   std::vector<std::pair<std::string, std::string>> relocations;
@@ -28,7 +28,7 @@ struct Restarted {
   pid_t restored = 0;      // the restored process as seen from here
   pid_t original_pid = 0;  // its PID as it sees itself
   bool in_new_pidns = false;
-  UniqueFd status_fd;      // PID-namespace mode: the init writes the wait status here
+  UniqueFd status_fd;  // PID-namespace mode: the init writes the wait status here
 };
 
 // Restarts the image read from fd. On failure nothing of the stand-in survives and the error

@@ -74,10 +74,20 @@ Status decode(Decoder& d, IndexRecord& v);
 Status decode(Decoder& d, EndRecord& v);
 
 // The RecordType a struct is stored as.
-inline RecordType record_type_of(const ImageInfo&) { return RecordType::ImageInfo; }
-inline RecordType record_type_of(const ProcessRecord&) { return RecordType::Process; }
-inline RecordType record_type_of(const ThreadRecord&) { return RecordType::Thread; }
-inline RecordType record_type_of(const VmaRecord&) { return RecordType::Vma; }
-inline RecordType record_type_of(const FdRecord&) { return RecordType::Fd; }
+inline RecordType record_type_of(const ImageInfo&) {
+  return RecordType::ImageInfo;
+}
+inline RecordType record_type_of(const ProcessRecord&) {
+  return RecordType::Process;
+}
+inline RecordType record_type_of(const ThreadRecord&) {
+  return RecordType::Thread;
+}
+inline RecordType record_type_of(const VmaRecord&) {
+  return RecordType::Vma;
+}
+inline RecordType record_type_of(const FdRecord&) {
+  return RecordType::Fd;
+}
 
 }  // namespace crkit::image

@@ -54,14 +54,14 @@ struct RecordHeader {
 
 struct ImageInfo {
   uint32_t page_size = 4096;
-  uint32_t xsave_size = 0;       // size of the NT_X86_XSTATE blobs in Thread records
-  uint64_t xfeatures = 0;        // XCR0 of the checkpointing machine
-  int64_t created_unix = 0;      // seconds since the epoch
+  uint32_t xsave_size = 0;   // size of the NT_X86_XSTATE blobs in Thread records
+  uint64_t xfeatures = 0;    // XCR0 of the checkpointing machine
+  int64_t created_unix = 0;  // seconds since the epoch
   std::string hostname;
-  std::string kernel_release;    // uname -r
+  std::string kernel_release;  // uname -r
   std::string crkit_version;
-  uint32_t scope = 0;            // BLCR CR_SCOPE_* of the request
-  int32_t target = 0;            // the id given on the command line
+  uint32_t scope = 0;  // BLCR CR_SCOPE_* of the request
+  int32_t target = 0;  // the id given on the command line
   uint32_t process_count = 0;
 };
 
@@ -133,10 +133,10 @@ struct ProcessRecord {
 struct ThreadRecord {
   int32_t pid = 0;  // owning process (tgid)
   int32_t tid = 0;
-  std::vector<uint8_t> gpregs;  // struct user_regs_struct (NT_PRSTATUS), 216 bytes
-  std::vector<uint8_t> xstate;  // NT_X86_XSTATE blob (FPU/SSE/AVX...)
-  uint64_t sigmask = 0;         // blocked signals
-  std::vector<SigInfo> pending; // per-thread pending signals
+  std::vector<uint8_t> gpregs;   // struct user_regs_struct (NT_PRSTATUS), 216 bytes
+  std::vector<uint8_t> xstate;   // NT_X86_XSTATE blob (FPU/SSE/AVX...)
+  uint64_t sigmask = 0;          // blocked signals
+  std::vector<SigInfo> pending;  // per-thread pending signals
   uint64_t altstack_sp = 0;
   uint64_t altstack_size = 0;
   uint32_t altstack_flags = 0;  // SS_DISABLE etc.
@@ -173,22 +173,22 @@ struct VmaRecord {
   uint32_t prot = 0;       // PROT_* bits
   uint32_t map_flags = 0;  // MAP_PRIVATE or MAP_SHARED (plus MAP_ANONYMOUS)
   VmaKind kind = VmaKind::Anon;
-  uint32_t vm_flags = 0;   // kVm* bits
-  uint64_t pgoff = 0;      // file offset in bytes
-  std::string name;        // path for file mappings, "[heap]" etc. for special ones
-  FileIdentity file;       // identity of the backing file (file mappings)
+  uint32_t vm_flags = 0;     // kVm* bits
+  uint64_t pgoff = 0;        // file offset in bytes
+  std::string name;          // path for file mappings, "[heap]" etc. for special ones
+  FileIdentity file;         // identity of the backing file (file mappings)
   uint64_t saved_pages = 0;  // populated pages considered for saving (all-zero anonymous
                              // pages among them are left out of the Pages records: holes)
 };
 
 enum class FdKind : uint32_t {
-  Regular = 1,    // regular file by path, truncated back to size_at_checkpoint if written
-  Unlinked = 2,   // regular file already unlinked: content saved in FileContent records
+  Regular = 1,   // regular file by path, truncated back to size_at_checkpoint if written
+  Unlinked = 2,  // regular file already unlinked: content saved in FileContent records
   Directory = 3,
-  CharDevice = 4, // /dev/null, /dev/zero, /dev/urandom, ... (memory devices, major 1)
-  Tty = 5,        // terminal: reopened as the restarter's terminal
-  ExternalPipe = 6, // pipe/FIFO end leading outside the image: becomes cr_restart's stdin/stdout
-  Socket = 7,     // not saved: closed after restart (BLCR semantics)
+  CharDevice = 4,    // /dev/null, /dev/zero, /dev/urandom, ... (memory devices, major 1)
+  Tty = 5,           // terminal: reopened as the restarter's terminal
+  ExternalPipe = 6,  // pipe/FIFO end leading outside the image: becomes cr_restart's stdin/stdout
+  Socket = 7,        // not saved: closed after restart (BLCR semantics)
 };
 const char* fd_kind_name(FdKind k);
 

@@ -27,7 +27,9 @@ FrozenProcess::FrozenProcess(FrozenProcess&& o) noexcept
       attached_(std::exchange(o.attached_, false)),
       stashed_(std::move(o.stashed_)) {}
 
-FrozenProcess::~FrozenProcess() { release(); }
+FrozenProcess::~FrozenProcess() {
+  release();
+}
 
 Result<FrozenProcess> FrozenProcess::freeze(pid_t pid) {
   if (pid <= 0) return fail(ESRCH, fmt::format("invalid process id {}", pid));
@@ -40,7 +42,8 @@ Result<FrozenProcess> FrozenProcess::freeze(pid_t pid) {
   if (st->state == 'Z' || st->state == 'X')
     return fail(ESRCH, fmt::format("process {} is a zombie (already exited)", pid));
   if (st->tracer_pid != 0)
-    return fail(kCrEPtraced, fmt::format("process {} is being traced by process {}", pid, st->tracer_pid));
+    return fail(kCrEPtraced,
+                fmt::format("process {} is being traced by process {}", pid, st->tracer_pid));
 
   FrozenProcess fp;
   fp.pid_ = pid;
@@ -58,9 +61,12 @@ Result<FrozenProcess> FrozenProcess::freeze(pid_t pid) {
         int e = errno;
         if (e == ESRCH) continue;  // thread exited meanwhile
         if (e == EPERM)
-          return fail(EPERM, fmt::format("cannot checkpoint process {}: ptrace attach to thread {} was refused: "
-                                         "Operation not permitted (the process belongs to another user or is not traceable)",
-                                         pid, t));
+          return fail(
+              EPERM,
+              fmt::format("cannot checkpoint process {}: ptrace attach to thread {} was refused: "
+                          "Operation not permitted (the process belongs to another user or is not "
+                          "traceable)",
+                          pid, t));
         return fail_sys(e, fmt::format("attaching to thread {} of process {}", t, pid));
       }
       seized.insert(t);
@@ -117,7 +123,7 @@ Status FrozenProcess::requeue_stashed() {
       int sig = 0;
       std::memcpy(&sig, info.data(), sizeof(sig));
       (void)rc.call(SYS_rt_tgsigqueueinfo, {static_cast<uint64_t>(pid_), static_cast<uint64_t>(tid),
-                                             static_cast<uint64_t>(sig), buf});
+                                            static_cast<uint64_t>(sig), buf});
       (void)write_memory(pid_, buf, old);
     }
   }

@@ -28,7 +28,9 @@ class FrozenProcess {
   bool was_stopped() const { return was_stopped_; }
   // Signals dequeued from a thread while we were stopping it (siginfo blobs). They belong to
   // the checkpoint as pending signals and are re-queued to the thread before it is released.
-  const std::map<pid_t, std::vector<std::vector<uint8_t>>>& stashed_signals() const { return stashed_; }
+  const std::map<pid_t, std::vector<std::vector<uint8_t>>>& stashed_signals() const {
+    return stashed_;
+  }
 
   // Detaches every thread; the process continues (or stays stopped if it was before).
   // If kill_signal is SIGKILL the process is killed while still frozen.

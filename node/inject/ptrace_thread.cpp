@@ -108,8 +108,7 @@ Result<std::vector<std::vector<uint8_t>>> peek_pending(pid_t tid, bool shared) {
     args.nr = 1;
     std::vector<uint8_t> info(128);
     long n = ::ptrace(PTRACE_PEEKSIGINFO, tid, &args, info.data());
-    if (n < 0)
-      return fail_errno(fmt::format("reading pending signals of thread {}", tid));
+    if (n < 0) return fail_errno(fmt::format("reading pending signals of thread {}", tid));
     if (n == 0) break;
     out.push_back(std::move(info));
   }
@@ -118,7 +117,8 @@ Result<std::vector<std::vector<uint8_t>>> peek_pending(pid_t tid, bool shared) {
 
 Result<RseqConfig> get_rseq(pid_t tid) {
   __ptrace_rseq_configuration c{};
-  if (::ptrace(static_cast<__ptrace_request>(PTRACE_GET_RSEQ_CONFIGURATION), tid, sizeof(c), &c) < 0)
+  if (::ptrace(static_cast<__ptrace_request>(PTRACE_GET_RSEQ_CONFIGURATION), tid, sizeof(c), &c) <
+      0)
     return fail_errno(fmt::format("reading rseq registration of thread {}", tid));
   return RseqConfig{c.rseq_abi_pointer, c.rseq_abi_size, c.signature};
 }

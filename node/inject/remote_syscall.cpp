@@ -26,7 +26,9 @@ Result<uint64_t> find_syscall_site(pid_t pid) {
     for (size_t i = 0; i + 1 < buf.size(); ++i)
       if (buf[i] == 0x0f && buf[i + 1] == 0x05) return m.start + i;
   }
-  return fail(ENOEXEC, fmt::format("no syscall instruction found in the executable mappings of process {}", pid));
+  return fail(
+      ENOEXEC,
+      fmt::format("no syscall instruction found in the executable mappings of process {}", pid));
 }
 
 Result<StopInfo> RemoteCaller::resume_until_syscall_stop() {
@@ -51,8 +53,10 @@ Result<StopInfo> RemoteCaller::resume_until_syscall_stop() {
         if (s.signal == SIGKILL) return fail(ESRCH, fmt::format("thread {} was killed", tid_));
         continue;  // signals are blocked; only SIGSTOP-like stops get here: suppress
       default:
-        return fail(EIO, fmt::format("thread {} stopped unexpectedly (status {:#x}) in a remote system call",
-                                     tid_, s.status));
+        return fail(
+            EIO,
+            fmt::format("thread {} stopped unexpectedly (status {:#x}) in a remote system call",
+                        tid_, s.status));
     }
   }
 }

@@ -1,6 +1,7 @@
 // What the per-resource dump and restore functions get to work with.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "engine/remote_scratch.hpp"
+#include "image/schema.hpp"
 #include "inject/remote_syscall.hpp"
 
 namespace crkit::resources {
@@ -39,5 +41,8 @@ struct RestoreTarget {
 
   std::string relocate(const std::string& path) const;
 };
+
+// The identity recorded for a file referenced by path (checked again at restart).
+image::FileIdentity file_identity(const struct stat& st);
 
 }  // namespace crkit::resources

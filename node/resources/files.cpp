@@ -49,19 +49,22 @@ Result<FilesDump> dump_files(pid_t pid) {
     r.pos = info.pos;
     r.path = *link;
     auto unsupported = [&](const std::string& kind) {
-      return fail(EBADF, fmt::format("process {}: fd {} ({}) cannot be checkpointed: {} is not supported", pid, fd,
-                                     *link, kind));
+      return fail(EBADF,
+                  fmt::format("process {}: fd {} ({}) cannot be checkpointed: {} is not supported",
+                              pid, fd, *link, kind));
     };
     if (info.flags & O_PATH) return unsupported("an O_PATH descriptor");
     if (link->rfind("anon_inode:", 0) == 0) {
       std::string kind = link->substr(11);
-      kind.erase(std::remove_if(kind.begin(), kind.end(), [](char c) { return c == '[' || c == ']'; }), kind.end());
+      kind.erase(
+          std::remove_if(kind.begin(), kind.end(), [](char c) { return c == '[' || c == ']'; }),
+          kind.end());
       return unsupported(kind.empty() ? "an anonymous-inode file" : kind);
     }
     struct stat st {};
-    if (::stat(link_path.c_str(), &st) < 0) return fail_errno(fmt::format("examining fd {} of process {}", fd, pid));
-    r.id.dev = st.st_dev, r.id.ino = st.st_ino, r.id.size = static_cast<uint64_t>(st.st_size);
-    r.id.mtime_sec = st.st_mtim.tv_sec, r.id.mtime_nsec = st.st_mtim.tv_nsec, r.id.mode = st.st_mode;
+    if (::stat(link_path.c_str(), &st) < 0)
+      return fail_errno(fmt::format("examining fd {} of process {}", fd, pid));
+    r.id = file_identity(st);
     r.size_at_checkpoint = static_cast<uint64_t>(st.st_size);
     if (S_ISREG(st.st_mode)) {
       if (ends_with(*link, " (deleted)") || st.st_nlink == 0) {
@@ -80,13 +83,16 @@ Result<FilesDump> dump_files(pid_t pid) {
       } else if (major(st.st_rdev) == 1) {
         r.kind = image::FdKind::CharDevice;
       } else {
-        return unsupported(fmt::format("character device {}:{}", major(st.st_rdev), minor(st.st_rdev)));
+        return unsupported(
+            fmt::format("character device {}:{}", major(st.st_rdev), minor(st.st_rdev)));
       }
     } else if (S_ISFIFO(st.st_mode)) {
       r.kind = image::FdKind::ExternalPipe;
     } else if (S_ISSOCK(st.st_mode)) {
       r.kind = image::FdKind::Socket;
-      log::warn("process {}: fd {} ({}) is a socket; it is not saved and will be closed after restart", pid, fd, *link);
+      log::warn(
+          "process {}: fd {} ({}) is a socket; it is not saved and will be closed after restart",
+          pid, fd, *link);
     } else {
       return unsupported(S_ISBLK(st.st_mode) ? "a block device" : "this file type");
     }
@@ -112,7 +118,8 @@ Status write_file_contents(const FilesDump& files, image::ImageWriter& w) {
       if (n < 0) return fail_errno(fmt::format("reading the content of unlinked file {}", src));
       if (n == 0) break;
       h.offset = off;
-      CRKIT_TRY(w.write_file_content(h, std::span<const uint8_t>(buf.data(), static_cast<size_t>(n))));
+      CRKIT_TRY(
+          w.write_file_content(h, std::span<const uint8_t>(buf.data(), static_cast<size_t>(n))));
       off += static_cast<uint64_t>(n);
     }
     if (off == 0) {
@@ -126,9 +133,12 @@ Status write_file_contents(const FilesDump& files, image::ImageWriter& w) {
 namespace {
 
 // Opens what record r describes, as a new descriptor (any number).
-Result<UniqueFd> open_for_record(const image::FdRecord& r, const FileContents& contents, const RestoreTarget& t) {
-  const uint32_t open_flags = r.flags & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
-  const std::string what = fmt::format("restoring fd {} ({} {})", r.fd, image::fd_kind_name(r.kind), r.path);
+Result<UniqueFd> open_for_record(const image::FdRecord& r, const FileContents& contents,
+                                 const RestoreTarget& t) {
+  const uint32_t open_flags =
+      r.flags & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
+  const std::string what =
+      fmt::format("restoring fd {} ({} {})", r.fd, image::fd_kind_name(r.kind), r.path);
   switch (r.kind) {
     case image::FdKind::Regular: {
       std::string path = t.relocate(r.path);
@@ -137,9 +147,11 @@ Result<UniqueFd> open_for_record(const image::FdRecord& r, const FileContents& c
       // BLCR semantics: a file open for writing goes back to its checkpoint-time size.
       if ((r.flags & O_ACCMODE) != O_RDONLY) {
         struct stat st {};
-        if (::fstat(fd.get(), &st) == 0 && static_cast<uint64_t>(st.st_size) > r.size_at_checkpoint &&
+        if (::fstat(fd.get(), &st) == 0 &&
+            static_cast<uint64_t>(st.st_size) > r.size_at_checkpoint &&
             ::ftruncate(fd.get(), static_cast<off_t>(r.size_at_checkpoint)) < 0)
-          return fail_errno(fmt::format("{}: truncating {} back to {} bytes", what, path, r.size_at_checkpoint));
+          return fail_errno(
+              fmt::format("{}: truncating {} back to {} bytes", what, path, r.size_at_checkpoint));
       }
       if (::lseek(fd.get(), static_cast<off_t>(r.pos), SEEK_SET) < 0)
         return fail_errno(fmt::format("{}: seeking {} to offset {}", what, path, r.pos));
@@ -148,7 +160,8 @@ Result<UniqueFd> open_for_record(const image::FdRecord& r, const FileContents& c
     case image::FdKind::Unlinked: {
       std::string path = t.relocate(r.path);
       auto slash = path.rfind('/');
-      std::string dir = (slash == std::string::npos || slash == 0) ? std::string("/") : std::string(path, 0, slash);
+      std::string dir = (slash == std::string::npos || slash == 0) ? std::string("/")
+                                                                   : std::string(path, 0, slash);
       UniqueFd tmp(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, r.id.mode & 07777));
       if (!tmp) tmp.reset(::open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
       if (!tmp) return fail_errno(fmt::format("{}: creating an unlinked file in {}", what, dir));
@@ -189,7 +202,9 @@ Result<UniqueFd> open_for_record(const image::FdRecord& r, const FileContents& c
         }
       UniqueFd fd(::open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY));
       if (!fd) {
-        log::warn("fd {} was the terminal {}; cr_restart has no terminal, so it now refers to /dev/null", r.fd, r.path);
+        log::warn(
+            "fd {} was the terminal {}; cr_restart has no terminal, so it now refers to /dev/null",
+            r.fd, r.path);
         fd.reset(::open("/dev/null", O_RDWR | O_CLOEXEC));
       }
       if (!fd) return fail_errno(what);
@@ -200,7 +215,9 @@ Result<UniqueFd> open_for_record(const image::FdRecord& r, const FileContents& c
       // stdin (read end) or stdout (write end).
       int src = (r.flags & O_ACCMODE) == O_RDONLY ? 0 : 1;
       int fd = ::fcntl(src, F_DUPFD_CLOEXEC, 0);
-      if (fd < 0) return fail_errno(fmt::format("{}: duplicating cr_restart's {}", what, src ? "stdout" : "stdin"));
+      if (fd < 0)
+        return fail_errno(
+            fmt::format("{}: duplicating cr_restart's {}", what, src ? "stdout" : "stdin"));
       return UniqueFd(fd);
     }
     case image::FdKind::Socket:
@@ -211,8 +228,9 @@ Result<UniqueFd> open_for_record(const image::FdRecord& r, const FileContents& c
 
 }  // namespace
 
-Status restore_files_in_standin(const std::vector<image::FdRecord>& fds, const FileContents& contents,
-                                const RestoreTarget& t, int* keep_fd) {
+Status restore_files_in_standin(const std::vector<image::FdRecord>& fds,
+                                const FileContents& contents, const RestoreTarget& t,
+                                int* keep_fd) {
   int highest = *keep_fd;
   for (const auto& r : fds) highest = std::max(highest, r.fd);
   CRKIT_ASSIGN(auto open_now, proc::list_numeric_dir("/proc/self/fd"));
@@ -239,8 +257,10 @@ Status restore_files_in_standin(const std::vector<image::FdRecord>& fds, const F
     if (!keep.count(fd)) ::close(fd);
   for (size_t i = 0; i < opened.size(); ++i) {
     auto& [target, fd] = opened[i];
-    if (::dup2(fd.get(), target) < 0) return fail_errno(fmt::format("placing restored fd {}", target));
-    const auto& rec = *std::find_if(fds.begin(), fds.end(), [&](const image::FdRecord& r) { return r.fd == target; });
+    if (::dup2(fd.get(), target) < 0)
+      return fail_errno(fmt::format("placing restored fd {}", target));
+    const auto& rec = *std::find_if(fds.begin(), fds.end(),
+                                    [&](const image::FdRecord& r) { return r.fd == target; });
     if (rec.cloexec) ::fcntl(target, F_SETFD, FD_CLOEXEC);
   }
   opened.clear();  // closes the temporary high descriptors

@@ -31,7 +31,7 @@ using FileContents = std::map<uint32_t, std::vector<uint8_t>>;
 // Runs in the stand-in (ordinary code): rebuilds the fd table exactly, closing everything
 // else except *keep_fd, which is moved above all restored fds (its new number is stored
 // back). stdio_fds are cr_restart's stdin/stdout/terminal as inherited.
-Status restore_files_in_standin(const std::vector<image::FdRecord>& fds, const FileContents& contents,
-                                const RestoreTarget& t, int* keep_fd);
+Status restore_files_in_standin(const std::vector<image::FdRecord>& fds,
+                                const FileContents& contents, const RestoreTarget& t, int* keep_fd);
 
 }  // namespace crkit::resources

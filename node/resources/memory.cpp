@@ -23,9 +23,13 @@ constexpr uint64_t kPage = 4096;
 constexpr uint64_t kTaskSize = 0x7ffffffff000ull;
 constexpr uint64_t kChunkBytes = 4ull << 20;  // memory is read and written in 4 MiB pieces
 
-bool is_special(const std::string& p) { return p == "[vdso]" || p == "[vvar]" || p == "[vvar_vclock]"; }
+bool is_special(const std::string& p) {
+  return p == "[vdso]" || p == "[vvar]" || p == "[vvar_vclock]";
+}
 
-bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+bool starts_with(const std::string& s, const char* prefix) {
+  return s.rfind(prefix, 0) == 0;
+}
 
 bool all_zero(const uint8_t* p, size_t n) {
   const uint64_t* w = reinterpret_cast<const uint64_t*>(p);
@@ -39,7 +43,8 @@ uint32_t prot_of(const proc::MapEntry& m) {
 }
 
 std::string prot_string(uint32_t p) {
-  return fmt::format("{}{}{}", p & PROT_READ ? 'r' : '-', p & PROT_WRITE ? 'w' : '-', p & PROT_EXEC ? 'x' : '-');
+  return fmt::format("{}{}{}", p & PROT_READ ? 'r' : '-', p & PROT_WRITE ? 'w' : '-',
+                     p & PROT_EXEC ? 'x' : '-');
 }
 
 }  // namespace
@@ -68,15 +73,17 @@ Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& sma
     } else if (m.path == "[vvar]" || m.path == "[vvar_vclock]") {
       v.kind = image::VmaKind::Vvar;
     } else if (m.has_flag("io") || m.has_flag("pf")) {
-      return fail(EBADF, fmt::format("process {}: mapping {:#x}-{:#x} of {} is a device (I/O) mapping, which cannot be checkpointed",
+      return fail(EBADF, fmt::format("process {}: mapping {:#x}-{:#x} of {} is a device (I/O) "
+                                     "mapping, which cannot be checkpointed",
                                      pid, m.start, m.end, m.path.empty() ? "(anonymous)" : m.path));
     } else if (m.path == "[heap]") {
       v.kind = image::VmaKind::Heap;
     } else if (m.path == "[stack]") {
       v.kind = image::VmaKind::Stack;
     } else if (m.shared) {
-      bool anon_like = m.deleted && (starts_with(m.path, "/dev/zero") || starts_with(m.path, "/SYSV") ||
-                                     starts_with(m.path, "/memfd:"));
+      bool anon_like =
+          m.deleted && (starts_with(m.path, "/dev/zero") || starts_with(m.path, "/SYSV") ||
+                        starts_with(m.path, "/memfd:"));
       if (anon_like || m.deleted || m.path.empty()) {
         v.kind = image::VmaKind::AnonShared;
         if (m.deleted && !anon_like) v.vm_flags |= image::kVmFileDeleted;
@@ -84,12 +91,14 @@ Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& sma
       } else {
         v.kind = image::VmaKind::FileShared;
       }
-    } else if (m.path.empty() || starts_with(m.path, "[anon") || (m.dev_major == 0 && m.inode == 0)) {
+    } else if (m.path.empty() || starts_with(m.path, "[anon") ||
+               (m.dev_major == 0 && m.inode == 0)) {
       v.kind = image::VmaKind::Anon;
     } else {
       v.kind = image::VmaKind::FilePrivate;
       struct stat st {};
-      bool same_file = !m.deleted && ::stat(m.path.c_str(), &st) == 0 && st.st_ino == m.inode && S_ISREG(st.st_mode);
+      bool same_file = !m.deleted && ::stat(m.path.c_str(), &st) == 0 && st.st_ino == m.inode &&
+                       S_ISREG(st.st_mode);
       if (!same_file) {
         // The file is gone or replaced: keep the mapping's full contents.
         v.vm_flags |= image::kVmFileDeleted;
@@ -97,22 +106,21 @@ Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& sma
       } else {
         anon_only = true;
         skip_zero = false;  // a zero page here differs from the file's data
-        v.file.dev = st.st_dev, v.file.ino = st.st_ino, v.file.size = static_cast<uint64_t>(st.st_size);
-        v.file.mtime_sec = st.st_mtim.tv_sec, v.file.mtime_nsec = st.st_mtim.tv_nsec, v.file.mode = st.st_mode;
+        v.file = file_identity(st);
       }
     }
     if (v.kind == image::VmaKind::FileShared) {
       struct stat st {};
       if (::stat(m.path.c_str(), &st) == 0) {
-        v.file.dev = st.st_dev, v.file.ino = st.st_ino, v.file.size = static_cast<uint64_t>(st.st_size);
-        v.file.mtime_sec = st.st_mtim.tv_sec, v.file.mtime_nsec = st.st_mtim.tv_nsec, v.file.mode = st.st_mode;
+        v.file = file_identity(st);
       }
     }
     bool is_anon_kind = v.kind == image::VmaKind::Anon || v.kind == image::VmaKind::Heap ||
                         v.kind == image::VmaKind::Stack || v.kind == image::VmaKind::AnonShared;
     v.map_flags = (m.shared ? MAP_SHARED : MAP_PRIVATE) | (is_anon_kind ? MAP_ANONYMOUS : 0);
 
-    if (v.kind != image::VmaKind::Vdso && v.kind != image::VmaKind::Vvar && v.kind != image::VmaKind::FileShared) {
+    if (v.kind != image::VmaKind::Vdso && v.kind != image::VmaKind::Vvar &&
+        v.kind != image::VmaKind::FileShared) {
       // Decide page by page from pagemap, in bounded pieces.
       PageRun run;
       auto flush = [&]() {
@@ -193,7 +201,8 @@ Result<MemoryStats> write_memory_pages(pid_t pid, const MemoryPlan& plan, image:
       }
       done += len;
       if (progress && !progress(done, total))
-        return fail(ETIMEDOUT, fmt::format("checkpoint of process {} cancelled: time limit reached", pid));
+        return fail(ETIMEDOUT,
+                    fmt::format("checkpoint of process {} cancelled: time limit reached", pid));
     }
   }
   return stats;
@@ -231,11 +240,15 @@ Status check_mapped_files(const RestoreTarget& t, const std::vector<image::VmaRe
     struct stat st {};
     if (::stat(path.c_str(), &st) < 0) return fail_errno(fmt::format("mapped file {}", path));
     bool relocated = path != v.name;
-    if (!relocated && (static_cast<uint64_t>(st.st_size) != v.file.size || st.st_mtim.tv_sec != v.file.mtime_sec ||
-                       st.st_mtim.tv_nsec != v.file.mtime_nsec))
-      return fail(ESTALE, fmt::format("mapped file {} changed since the checkpoint (size {} -> {}, mtime {} -> {}); "
-                                      "memory mapped from it cannot be restored by reference",
-                                      path, v.file.size, st.st_size, v.file.mtime_sec, st.st_mtim.tv_sec));
+    if (!relocated &&
+        (static_cast<uint64_t>(st.st_size) != v.file.size ||
+         st.st_mtim.tv_sec != v.file.mtime_sec || st.st_mtim.tv_nsec != v.file.mtime_nsec))
+      return fail(
+          ESTALE,
+          fmt::format(
+              "mapped file {} changed since the checkpoint (size {} -> {}, mtime {} -> {}); "
+              "memory mapped from it cannot be restored by reference",
+              path, v.file.size, st.st_size, v.file.mtime_sec, st.st_mtim.tv_sec));
   }
   return {};
 }
@@ -247,7 +260,8 @@ Status rebuild_address_space(RestoreTarget& t, const std::vector<image::VmaRecor
     if (is_special(m.path)) cur_special.push_back(m);
   std::vector<image::VmaRecord> saved_special;
   for (const auto& v : vmas)
-    if (v.kind == image::VmaKind::Vdso || v.kind == image::VmaKind::Vvar) saved_special.push_back(v);
+    if (v.kind == image::VmaKind::Vdso || v.kind == image::VmaKind::Vvar)
+      saved_special.push_back(v);
 
   // 1. Remove everything but the scratch area and the kernel's vDSO/vvar pages.
   std::vector<std::pair<uint64_t, uint64_t>> keep;
@@ -257,7 +271,8 @@ Status rebuild_address_space(RestoreTarget& t, const std::vector<image::VmaRecor
   uint64_t from = kPage;
   auto unmap = [&](uint64_t a, uint64_t b) -> Status {
     if (b <= a) return {};
-    CRKIT_TRY(t.main->check(fmt::format("unmapping the stand-in's memory {:#x}-{:#x}", a, b), SYS_munmap, {a, b - a}));
+    CRKIT_TRY(t.main->check(fmt::format("unmapping the stand-in's memory {:#x}-{:#x}", a, b),
+                            SYS_munmap, {a, b - a}));
     return {};
   };
   for (const auto& [s, e] : keep) {
@@ -268,26 +283,33 @@ Status rebuild_address_space(RestoreTarget& t, const std::vector<image::VmaRecor
 
   // 2. Move the vDSO and its data pages to where the program expects them.
   if (!saved_special.empty()) {
-    auto describe = [](uint64_t a, uint64_t b, const std::string& n) { return fmt::format("{} {:#x}-{:#x}", n, a, b); };
+    auto describe = [](uint64_t a, uint64_t b, const std::string& n) {
+      return fmt::format("{} {:#x}-{:#x}", n, a, b);
+    };
     bool same_shape = saved_special.size() == cur_special.size();
     for (size_t i = 0; same_shape && i < saved_special.size(); ++i)
       same_shape = saved_special[i].name == cur_special[i].path &&
-                   saved_special[i].end - saved_special[i].start == cur_special[i].end - cur_special[i].start &&
-                   saved_special[i].start - saved_special[0].start == cur_special[i].start - cur_special[0].start;
+                   saved_special[i].end - saved_special[i].start ==
+                       cur_special[i].end - cur_special[i].start &&
+                   saved_special[i].start - saved_special[0].start ==
+                       cur_special[i].start - cur_special[0].start;
     if (!same_shape) {
       std::string a, b;
       for (auto& v : saved_special) a += " " + describe(v.start, v.end, v.name);
       for (auto& m : cur_special) b += " " + describe(m.start, m.end, m.path);
-      return fail(kCrEBadArch, fmt::format("the vDSO layout of this kernel differs from the checkpointing kernel's "
-                                               "(image:{}; here:{}); restart on a machine with the same kernel",
-                                               a, b));
+      return fail(
+          kCrEBadArch,
+          fmt::format("the vDSO layout of this kernel differs from the checkpointing kernel's "
+                      "(image:{}; here:{}); restart on a machine with the same kernel",
+                      a, b));
     }
     const uint64_t cur_base = cur_special.front().start;
     const uint64_t saved_base = saved_special.front().start;
     const uint64_t span = cur_special.back().end - cur_base;
     if (cur_base != saved_base) {
       // Through a temporary place, so old and new ranges never overlap.
-      CRKIT_ASSIGN(uint64_t tmp, find_free_range(vmas, current, span, {{t.scratch->addr(), t.scratch->end()}}));
+      CRKIT_ASSIGN(uint64_t tmp,
+                   find_free_range(vmas, current, span, {{t.scratch->addr(), t.scratch->end()}}));
       uint64_t base = cur_base;
       for (uint64_t dest_base : {tmp, saved_base}) {
         // Move the vDSO itself last: the syscall instruction we use lives in it.
@@ -299,8 +321,9 @@ Status rebuild_address_space(RestoreTarget& t, const std::vector<image::VmaRecor
         for (size_t i : order) {
           uint64_t off = cur_special[i].start - cur_base;
           uint64_t len = cur_special[i].end - cur_special[i].start;
-          CRKIT_TRY(t.main->check(fmt::format("moving {} to {:#x}", cur_special[i].path, dest_base + off), SYS_mremap,
-                                  {base + off, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dest_base + off}));
+          CRKIT_TRY(t.main->check(
+              fmt::format("moving {} to {:#x}", cur_special[i].path, dest_base + off), SYS_mremap,
+              {base + off, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dest_base + off}));
         }
         t.site = t.site - base + dest_base;
         t.main->set_site(t.site);
@@ -320,28 +343,33 @@ Status rebuild_address_space(RestoreTarget& t, const std::vector<image::VmaRecor
     if (v.vm_flags & image::kVmGrowsDown) flags |= MAP_GROWSDOWN;
     long fd = -1;
     uint64_t pgoff = 0;
-    bool by_file = (v.kind == image::VmaKind::FilePrivate || v.kind == image::VmaKind::FileShared) &&
-                   !(v.vm_flags & image::kVmFileDeleted);
+    bool by_file =
+        (v.kind == image::VmaKind::FilePrivate || v.kind == image::VmaKind::FileShared) &&
+        !(v.vm_flags & image::kVmFileDeleted);
     if (by_file) {
       std::string path = t.relocate(v.name);
       bool rw = v.kind == image::VmaKind::FileShared && (v.prot & PROT_WRITE);
-      if (v.kind == image::VmaKind::FileShared && !rw) prot = v.prot | PROT_READ;  // no write access needed
+      if (v.kind == image::VmaKind::FileShared && !rw)
+        prot = v.prot | PROT_READ;  // no write access needed
       std::string key = path + (rw ? "\1rw" : "\1ro");
       if (auto it = fds.find(key); it != fds.end()) {
         fd = it->second;
       } else {
         CRKIT_ASSIGN(uint64_t p, t.scratch->put_string(0, path));
-        CRKIT_ASSIGN(fd, t.main->check(fmt::format("opening mapped file {}", path), SYS_openat,
-                                       {static_cast<uint64_t>(AT_FDCWD), p, static_cast<uint64_t>(rw ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0}));
+        CRKIT_ASSIGN(fd,
+                     t.main->check(fmt::format("opening mapped file {}", path), SYS_openat,
+                                   {static_cast<uint64_t>(AT_FDCWD), p,
+                                    static_cast<uint64_t>(rw ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0}));
         fds[key] = fd;
       }
       pgoff = v.pgoff;
     } else {
       flags |= MAP_ANONYMOUS;
     }
-    auto r = t.main->check(fmt::format("mapping {:#x}-{:#x} {} ({})", v.start, v.end, prot_string(v.prot),
-                                       v.name.empty() ? image::vma_kind_name(v.kind) : v.name),
-                           SYS_mmap, {v.start, len, prot, flags, static_cast<uint64_t>(fd), pgoff});
+    auto r = t.main->check(
+        fmt::format("mapping {:#x}-{:#x} {} ({})", v.start, v.end, prot_string(v.prot),
+                    v.name.empty() ? image::vma_kind_name(v.kind) : v.name),
+        SYS_mmap, {v.start, len, prot, flags, static_cast<uint64_t>(fd), pgoff});
     if (!r) {
       st = fail(r.error());
       break;
@@ -355,8 +383,9 @@ Status rebuild_address_space(RestoreTarget& t, const std::vector<image::VmaRecor
   return st;
 }
 
-Status fill_pages(RestoreTarget& t, image::ImageReader& reader, std::optional<image::RawRecord> first,
-                  const ProgressFn& progress, uint64_t total_bytes) {
+Status fill_pages(RestoreTarget& t, image::ImageReader& reader,
+                  std::optional<image::RawRecord> first, const ProgressFn& progress,
+                  uint64_t total_bytes) {
   uint64_t done = 0;
   std::optional<image::RawRecord> rec = std::move(first);
   for (;;) {
@@ -368,12 +397,14 @@ Status fill_pages(RestoreTarget& t, image::ImageReader& reader, std::optional<im
       CRKIT_ASSIGN(auto hp, image::decode_pages(*rec, reader.name()));
       auto& [h, data] = hp;
       if (h.compression != image::kCompressNone)
-        return fail(EINVAL, fmt::format("{}: record #{}: unsupported page compression {}", reader.name(), rec->number,
-                                        h.compression));
+        return fail(EINVAL, fmt::format("{}: record #{}: unsupported page compression {}",
+                                        reader.name(), rec->number, h.compression));
       if (Status s = inject::write_memory(t.real_pid, h.vaddr, data); !s)
-        return fail(s.error().context(fmt::format("restoring memory at {:#x} ({} pages)", h.vaddr, h.npages)));
+        return fail(s.error().context(
+            fmt::format("restoring memory at {:#x} ({} pages)", h.vaddr, h.npages)));
       done += data.size();
-      if (progress && !progress(done, total_bytes)) return fail(ETIMEDOUT, "restart cancelled: time limit reached");
+      if (progress && !progress(done, total_bytes))
+        return fail(ETIMEDOUT, "restart cancelled: time limit reached");
     }
     rec.reset();
   }
@@ -384,8 +415,9 @@ Status finalize_protections(RestoreTarget& t, const std::vector<image::VmaRecord
   for (const auto& v : vmas) {
     if (v.kind == image::VmaKind::Vdso || v.kind == image::VmaKind::Vvar) continue;
     if (v.prot == (v.prot | PROT_READ | PROT_WRITE)) continue;
-    CRKIT_TRY(t.main->check(fmt::format("setting protection {} on {:#x}-{:#x}", prot_string(v.prot), v.start, v.end),
-                            SYS_mprotect, {v.start, v.end - v.start, v.prot}));
+    CRKIT_TRY(t.main->check(
+        fmt::format("setting protection {} on {:#x}-{:#x}", prot_string(v.prot), v.start, v.end),
+        SYS_mprotect, {v.start, v.end - v.start, v.prot}));
   }
   return {};
 }

@@ -59,8 +59,9 @@ Status rebuild_address_space(RestoreTarget& t, const std::vector<image::VmaRecor
 
 // Writes the pages of the remaining Pages records from reader into the stand-in. `first` is
 // a record already read from the stream (the first Pages record), if any.
-Status fill_pages(RestoreTarget& t, image::ImageReader& reader, std::optional<image::RawRecord> first,
-                  const ProgressFn& progress, uint64_t total_bytes);
+Status fill_pages(RestoreTarget& t, image::ImageReader& reader,
+                  std::optional<image::RawRecord> first, const ProgressFn& progress,
+                  uint64_t total_bytes);
 
 // Sets the final protections after the contents are in place.
 Status finalize_protections(RestoreTarget& t, const std::vector<image::VmaRecord>& vmas);

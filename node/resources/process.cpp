@@ -21,17 +21,6 @@
 namespace crkit::resources {
 namespace {
 
-image::FileIdentity identity_of(const struct stat& st) {
-  image::FileIdentity id;
-  id.dev = st.st_dev;
-  id.ino = st.st_ino;
-  id.size = static_cast<uint64_t>(st.st_size);
-  id.mtime_sec = st.st_mtim.tv_sec;
-  id.mtime_nsec = st.st_mtim.tv_nsec;
-  id.mode = st.st_mode;
-  return id;
-}
-
 std::string strip_deleted(std::string s) {
   const std::string suffix = " (deleted)";
   if (s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0)
@@ -80,27 +69,29 @@ Result<image::ProcessRecord> dump_process(const DumpTarget& t) {
   mm.start_brk = st.start_brk, mm.start_stack = st.start_stack;
   mm.arg_start = st.arg_start, mm.arg_end = st.arg_end;
   mm.env_start = st.env_start, mm.env_end = st.env_end;
-  CRKIT_ASSIGN(long brk, t.main->check(fmt::format("reading the program break of process {}", pid), SYS_brk, {0}));
+  CRKIT_ASSIGN(long brk, t.main->check(fmt::format("reading the program break of process {}", pid),
+                                       SYS_brk, {0}));
   mm.brk = static_cast<uint64_t>(brk);
   CRKIT_ASSIGN(mm.auxv, proc::read_auxv(pid));
   CRKIT_ASSIGN(std::string exe, proc::read_link(fmt::format("/proc/{}/exe", pid)));
   mm.exe_path = strip_deleted(exe);
   struct stat est {};
-  if (::stat(fmt::format("/proc/{}/exe", pid).c_str(), &est) == 0) mm.exe_id = identity_of(est);
+  if (::stat(fmt::format("/proc/{}/exe", pid).c_str(), &est) == 0) mm.exe_id = file_identity(est);
 
   // Signal handlers: only the process can tell, so ask it (rt_sigaction(sig, NULL, &old)).
   for (int sig = 1; sig <= 64; ++sig) {
     image::SigAction sa;
     if (sig != SIGKILL && sig != SIGSTOP) {
-      CRKIT_TRY(t.main->check(fmt::format("reading the handler of signal {} of process {}", sig, pid),
-                              SYS_rt_sigaction, {static_cast<uint64_t>(sig), 0, t.scratch->addr(), 8}));
+      CRKIT_TRY(
+          t.main->check(fmt::format("reading the handler of signal {} of process {}", sig, pid),
+                        SYS_rt_sigaction, {static_cast<uint64_t>(sig), 0, t.scratch->addr(), 8}));
       CRKIT_ASSIGN(sa, t.scratch->get_struct<image::SigAction>(0));
     }
     p.sigactions.push_back(sa);
   }
   for (int which = 0; which < 3; ++which) {
-    CRKIT_TRY(t.main->check(fmt::format("reading interval timer {} of process {}", which, pid), SYS_getitimer,
-                            {static_cast<uint64_t>(which), t.scratch->addr()}));
+    CRKIT_TRY(t.main->check(fmt::format("reading interval timer {} of process {}", which, pid),
+                            SYS_getitimer, {static_cast<uint64_t>(which), t.scratch->addr()}));
     CRKIT_ASSIGN(auto it, t.scratch->get_struct<image::ItimerVal>(0));
     p.itimers.push_back(it);
   }
@@ -115,10 +106,13 @@ Result<image::ProcessRecord> dump_process(const DumpTarget& t) {
 
 Status apply_process_attrs_in_standin(const image::ProcessRecord& p, const RestoreTarget& t) {
   std::string cwd = t.relocate(p.cwd);
-  if (::chdir(cwd.c_str()) < 0) return fail_errno(fmt::format("restoring the working directory {}", cwd));
+  if (::chdir(cwd.c_str()) < 0)
+    return fail_errno(fmt::format("restoring the working directory {}", cwd));
   ::umask(p.umask);
   for (size_t r = 0; r < p.rlimits.size() && r < RLIM_NLIMITS; ++r) {
-    struct rlimit64 rl {p.rlimits[r].cur, p.rlimits[r].max};
+    struct rlimit64 rl {
+      p.rlimits[r].cur, p.rlimits[r].max
+    };
     if (::prlimit64(0, static_cast<__rlimit_resource>(r), &rl, nullptr) < 0) {
       // Raising a hard limit needs privilege: keep ours, but never above the saved one.
       struct rlimit64 cur {};
@@ -147,20 +141,23 @@ Status restore_mm_layout(RestoreTarget& t, const image::ProcessRecord& p) {
   m.auxv_size = static_cast<uint32_t>(mm.auxv.size() * sizeof(uint64_t));
   m.exe_fd = static_cast<uint32_t>(-1);
   // Layout in the scratch area: [0, 256) the struct, [256, 4096) auxv, [4096, ...) exe path.
-  CRKIT_ASSIGN(uint64_t auxv_addr,
-               t.scratch->put(256, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(mm.auxv.data()),
-                                                            m.auxv_size)));
+  CRKIT_ASSIGN(
+      uint64_t auxv_addr,
+      t.scratch->put(256, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(mm.auxv.data()),
+                                                   m.auxv_size)));
   m.auxv = reinterpret_cast<__u64*>(auxv_addr);
   long exe_fd = -1;
   if (t.can_set_exe && !mm.exe_path.empty()) {
     std::string exe = t.relocate(mm.exe_path);
     CRKIT_ASSIGN(uint64_t path_addr, t.scratch->put_string(8192, exe));
-    auto fd = t.main->call(SYS_openat, {static_cast<uint64_t>(AT_FDCWD), path_addr, O_RDONLY | O_CLOEXEC, 0});
+    auto fd = t.main->call(SYS_openat,
+                           {static_cast<uint64_t>(AT_FDCWD), path_addr, O_RDONLY | O_CLOEXEC, 0});
     if (fd && *fd >= 0) {
       exe_fd = *fd;
       m.exe_fd = static_cast<uint32_t>(exe_fd);
     } else {
-      log::warn("cannot reopen executable {} for /proc/{}/exe; it will show cr_restart", exe, t.vpid);
+      log::warn("cannot reopen executable {} for /proc/{}/exe; it will show cr_restart", exe,
+                t.vpid);
     }
   }
   CRKIT_ASSIGN(uint64_t map_addr, t.scratch->put_struct(0, m));
@@ -169,14 +166,16 @@ Status restore_mm_layout(RestoreTarget& t, const image::ProcessRecord& p) {
     // Retry without changing the exe link (it needs CAP_CHECKPOINT_RESTORE).
     m.exe_fd = static_cast<uint32_t>(-1);
     CRKIT_TRY(t.scratch->put_struct(0, m));
-    log::warn("/proc/{}/exe will show cr_restart: {}", t.vpid, std::strerror(static_cast<int>(-*r)));
+    log::warn("/proc/{}/exe will show cr_restart: {}", t.vpid,
+              std::strerror(static_cast<int>(-*r)));
     r = t.main->call(SYS_prctl, {PR_SET_MM, PR_SET_MM_MAP, map_addr, sizeof(m), 0});
   }
   if (exe_fd >= 0) (void)t.main->call(SYS_close, {static_cast<uint64_t>(exe_fd)});
   if (!r) return fail(r.error());
   if (*r < 0)
     return fail_sys(static_cast<int>(-*r),
-                    fmt::format("restoring the memory layout (brk {:#x}, stack {:#x}, args, auxv) with prctl(PR_SET_MM_MAP)",
+                    fmt::format("restoring the memory layout (brk {:#x}, stack {:#x}, args, auxv) "
+                                "with prctl(PR_SET_MM_MAP)",
                                 mm.brk, mm.start_stack));
   return {};
 }
@@ -186,8 +185,8 @@ Status restore_sigactions(RestoreTarget& t, const image::ProcessRecord& p) {
     int sig = static_cast<int>(i) + 1;
     if (sig == SIGKILL || sig == SIGSTOP) continue;
     CRKIT_ASSIGN(uint64_t addr, t.scratch->put_struct(0, p.sigactions[i]));
-    CRKIT_TRY(t.main->check(fmt::format("restoring the handler of signal {}", sig), SYS_rt_sigaction,
-                            {static_cast<uint64_t>(sig), addr, 0, 8}));
+    CRKIT_TRY(t.main->check(fmt::format("restoring the handler of signal {}", sig),
+                            SYS_rt_sigaction, {static_cast<uint64_t>(sig), addr, 0, 8}));
   }
   return {};
 }

@@ -41,7 +41,8 @@ Result<std::vector<image::ThreadRecord>> dump_threads(
     th.pid = t.pid;
     th.tid = tid;
     CRKIT_ASSIGN(inject::Regs regs, inject::get_regs(tid));
-    th.gpregs.assign(reinterpret_cast<uint8_t*>(&regs), reinterpret_cast<uint8_t*>(&regs) + sizeof(regs));
+    th.gpregs.assign(reinterpret_cast<uint8_t*>(&regs),
+                     reinterpret_cast<uint8_t*>(&regs) + sizeof(regs));
     CRKIT_ASSIGN(th.xstate, inject::get_xstate(tid));
     CRKIT_ASSIGN(th.sigmask, inject::get_sigmask(tid));
     CRKIT_ASSIGN(auto pending, inject::peek_pending(tid, false));
@@ -56,7 +57,8 @@ Result<std::vector<image::ThreadRecord>> dump_threads(
     CRKIT_TRY(rc.check(fmt::format("reading the signal stack of thread {}", tid), SYS_sigaltstack,
                        {0, t.scratch->addr()}));
     CRKIT_ASSIGN(auto ss, t.scratch->get_struct<KernelStack>(0));
-    th.altstack_sp = ss.sp, th.altstack_size = ss.size, th.altstack_flags = static_cast<uint32_t>(ss.flags);
+    th.altstack_sp = ss.sp, th.altstack_size = ss.size,
+    th.altstack_flags = static_cast<uint32_t>(ss.flags);
     CRKIT_TRY(rc.check(fmt::format("reading the clear-tid address of thread {}", tid), SYS_prctl,
                        {PR_GET_TID_ADDRESS, t.scratch->addr()}));
     CRKIT_ASSIGN(th.clear_child_tid, t.scratch->get_struct<uint64_t>(0));
@@ -101,10 +103,12 @@ Status create_threads(RestoreTarget& t, const std::vector<image::ThreadRecord>& 
     if (!r) return fail(r.error());
     if (*r < 0) {
       int e = static_cast<int>(-*r);
-      return fail_sys(e == EEXIST ? EBUSY : e, fmt::format("creating thread {} with its original id", th.tid));
+      return fail_sys(e == EEXIST ? EBUSY : e,
+                      fmt::format("creating thread {} with its original id", th.tid));
     }
     if (t.main->new_threads().empty())
-      return fail(EIO, fmt::format("thread {} was created but not reported to the restorer", th.tid));
+      return fail(EIO,
+                  fmt::format("thread {} was created but not reported to the restorer", th.tid));
     pid_t real = t.main->new_threads().front();
     // The new thread starts in a ptrace stop (auto-attached); collect that stop.
     for (;;) {
@@ -122,13 +126,16 @@ Status create_threads(RestoreTarget& t, const std::vector<image::ThreadRecord>& 
 Status restore_thread_state(RestoreTarget& t, const image::ThreadRecord& th) {
   inject::RemoteCaller rc = caller_for(t, th.tid);
   const std::string who = fmt::format("thread {}", th.tid);
-  CRKIT_TRY(rc.check("restoring the clear-tid address of " + who, SYS_set_tid_address, {th.clear_child_tid}));
+  CRKIT_TRY(rc.check("restoring the clear-tid address of " + who, SYS_set_tid_address,
+                     {th.clear_child_tid}));
   if (th.robust_list)
     CRKIT_TRY(rc.check("restoring the robust futex list of " + who, SYS_set_robust_list,
                        {th.robust_list, th.robust_list_len}));
   if (th.rseq_addr)
-    CRKIT_TRY(rc.check("re-registering the rseq area of " + who, SYS_rseq, {th.rseq_addr, th.rseq_len, 0, th.rseq_sig}));
-  KernelStack ss{th.altstack_sp, static_cast<int32_t>(th.altstack_flags & ~SS_ONSTACK), 0, th.altstack_size};
+    CRKIT_TRY(rc.check("re-registering the rseq area of " + who, SYS_rseq,
+                       {th.rseq_addr, th.rseq_len, 0, th.rseq_sig}));
+  KernelStack ss{th.altstack_sp, static_cast<int32_t>(th.altstack_flags & ~SS_ONSTACK), 0,
+                 th.altstack_size};
   if (!(th.altstack_flags & SS_DISABLE)) {
     CRKIT_ASSIGN(uint64_t addr, t.scratch->put_struct(0, ss));
     CRKIT_TRY(rc.check("restoring the signal stack of " + who, SYS_sigaltstack, {addr, 0}));
@@ -141,13 +148,16 @@ Status restore_thread_state(RestoreTarget& t, const image::ThreadRecord& th) {
     int sig = 0;
     std::memcpy(&sig, si.raw.data(), sizeof(sig));
     CRKIT_ASSIGN(uint64_t addr, t.scratch->put(0, si.raw));
-    CRKIT_TRY(rc.check(fmt::format("re-queueing pending signal {} of {}", sig, who), SYS_rt_tgsigqueueinfo,
-                       {static_cast<uint64_t>(t.vpid), static_cast<uint64_t>(th.tid), static_cast<uint64_t>(sig), addr}));
+    CRKIT_TRY(rc.check(fmt::format("re-queueing pending signal {} of {}", sig, who),
+                       SYS_rt_tgsigqueueinfo,
+                       {static_cast<uint64_t>(t.vpid), static_cast<uint64_t>(th.tid),
+                        static_cast<uint64_t>(sig), addr}));
   }
   return {};
 }
 
-Status restore_thread_creds(RestoreTarget& t, const image::ThreadRecord& th, const image::Credentials& c) {
+Status restore_thread_creds(RestoreTarget& t, const image::ThreadRecord& th,
+                            const image::Credentials& c) {
   inject::RemoteCaller rc = caller_for(t, th.tid);
   pid_t real = t.real_tid_of.at(th.tid);
   CRKIT_ASSIGN(proc::Status cur, proc::read_task_status(t.real_pid, real));
@@ -157,10 +167,14 @@ Status restore_thread_creds(RestoreTarget& t, const image::ThreadRecord& th, con
   if (ids_differ) {
     // Only a privileged restarter gets here (an unprivileged one restores its own images).
     std::vector<uint32_t> groups = c.groups;
-    CRKIT_ASSIGN(uint64_t gaddr, t.scratch->put(0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(groups.data()),
-                                                                             groups.size() * 4)));
-    CRKIT_TRY(rc.check("restoring the supplementary groups of " + who, SYS_setgroups, {groups.size(), gaddr}));
-    CRKIT_TRY(rc.check("restoring the group ids of " + who, SYS_setresgid, {c.gid, c.egid, c.sgid}));
+    CRKIT_ASSIGN(
+        uint64_t gaddr,
+        t.scratch->put(0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(groups.data()),
+                                                   groups.size() * 4)));
+    CRKIT_TRY(rc.check("restoring the supplementary groups of " + who, SYS_setgroups,
+                       {groups.size(), gaddr}));
+    CRKIT_TRY(
+        rc.check("restoring the group ids of " + who, SYS_setresgid, {c.gid, c.egid, c.sgid}));
     CRKIT_TRY(rc.check("restoring the user ids of " + who, SYS_setresuid, {c.uid, c.euid, c.suid}));
     CRKIT_ASSIGN(cur, proc::read_task_status(t.real_pid, real));
   }
@@ -173,18 +187,21 @@ Status restore_thread_creds(RestoreTarget& t, const image::ThreadRecord& th, con
   } caps{};
   caps.hdr.version = _LINUX_CAPABILITY_VERSION_3;
   caps.hdr.pid = 0;
-  caps.data[0] = {static_cast<uint32_t>(eff), static_cast<uint32_t>(prm), static_cast<uint32_t>(inh)};
-  caps.data[1] = {static_cast<uint32_t>(eff >> 32), static_cast<uint32_t>(prm >> 32), static_cast<uint32_t>(inh >> 32)};
+  caps.data[0] = {static_cast<uint32_t>(eff), static_cast<uint32_t>(prm),
+                  static_cast<uint32_t>(inh)};
+  caps.data[1] = {static_cast<uint32_t>(eff >> 32), static_cast<uint32_t>(prm >> 32),
+                  static_cast<uint32_t>(inh >> 32)};
   CRKIT_ASSIGN(uint64_t addr, t.scratch->put_struct(0, caps));
-  CRKIT_TRY(rc.check("restoring the capabilities of " + who, SYS_capset, {addr, addr + sizeof(caps.hdr)}));
+  CRKIT_TRY(rc.check("restoring the capabilities of " + who, SYS_capset,
+                     {addr, addr + sizeof(caps.hdr)}));
   return {};
 }
 
 Status restore_thread_registers(RestoreTarget& t, const image::ThreadRecord& th) {
   pid_t real = t.real_tid_of.at(th.tid);
   if (th.gpregs.size() != sizeof(inject::Regs))
-    return fail(EINVAL, fmt::format("thread {}: register record has {} bytes, expected {}", th.tid, th.gpregs.size(),
-                                    sizeof(inject::Regs)));
+    return fail(EINVAL, fmt::format("thread {}: register record has {} bytes, expected {}", th.tid,
+                                    th.gpregs.size(), sizeof(inject::Regs)));
   inject::Regs regs{};
   std::memcpy(&regs, th.gpregs.data(), sizeof(regs));
   CRKIT_TRY(inject::set_xstate(real, th.xstate));

@@ -82,9 +82,35 @@ void usage(FILE* f) {
 }
 
 enum LongOnly {
-  kAtomic = 1000, kBackup, kClobber, kNoClobber, kRun, kStop, kTerm, kAbort, kKill, kCont, kEarlyStop,
-  kEarlyAbrt, kSync, kNoSync, kSaveExe, kSavePrivate, kSaveShared, kSaveAll, kSaveNone, kPtracedError,
-  kPtracedSkip, kPtracedAllow, kPtracerError, kPtracerSkip, kKmsgNone, kKmsgError, kKmsgWarning, kVersion, kJson
+  kAtomic = 1000,
+  kBackup,
+  kClobber,
+  kNoClobber,
+  kRun,
+  kStop,
+  kTerm,
+  kAbort,
+  kKill,
+  kCont,
+  kEarlyStop,
+  kEarlyAbrt,
+  kSync,
+  kNoSync,
+  kSaveExe,
+  kSavePrivate,
+  kSaveShared,
+  kSaveAll,
+  kSaveNone,
+  kPtracedError,
+  kPtracedSkip,
+  kPtracedAllow,
+  kPtracerError,
+  kPtracerSkip,
+  kKmsgNone,
+  kKmsgError,
+  kKmsgWarning,
+  kVersion,
+  kJson
 };
 
 [[noreturn]] void usage_error(bool quiet, const std::string& msg) {
@@ -98,83 +124,168 @@ Options parse(int argc, char** argv) {
   bool quiet = false;
   for (int i = 1; i < argc; ++i)
     if (!std::strcmp(argv[i], "-q") || !std::strcmp(argv[i], "--quiet")) quiet = true;
-  static const option longopts[] = {
-      {"verbose", no_argument, nullptr, 'v'},      {"quiet", no_argument, nullptr, 'q'},
-      {"help", no_argument, nullptr, 'h'},         {"version", no_argument, nullptr, kVersion},
-      {"tree", no_argument, nullptr, 'T'},         {"pid", no_argument, nullptr, 'p'},
-      {"process", no_argument, nullptr, 'p'},      {"pgid", no_argument, nullptr, 'g'},
-      {"group", no_argument, nullptr, 'g'},        {"sid", no_argument, nullptr, 's'},
-      {"session", no_argument, nullptr, 's'},      {"cwd", no_argument, nullptr, 'c'},
-      {"file", required_argument, nullptr, 'f'},   {"fd", required_argument, nullptr, 'F'},
-      {"dir", required_argument, nullptr, 'd'},    {"atomic", no_argument, nullptr, kAtomic},
-      {"backup", optional_argument, nullptr, kBackup}, {"clobber", no_argument, nullptr, kClobber},
-      {"noclobber", no_argument, nullptr, kNoClobber}, {"run", no_argument, nullptr, kRun},
-      {"signal", required_argument, nullptr, 'S'}, {"stop", no_argument, nullptr, kStop},
-      {"term", no_argument, nullptr, kTerm},       {"abort", no_argument, nullptr, kAbort},
-      {"kill", no_argument, nullptr, kKill},       {"cont", no_argument, nullptr, kCont},
-      {"early-stop", no_argument, nullptr, kEarlyStop}, {"early-abrt", no_argument, nullptr, kEarlyAbrt},
-      {"sync", no_argument, nullptr, kSync},       {"nosync", no_argument, nullptr, kNoSync},
-      {"save-exe", no_argument, nullptr, kSaveExe}, {"save-private", no_argument, nullptr, kSavePrivate},
-      {"save-shared", no_argument, nullptr, kSaveShared}, {"save-all", no_argument, nullptr, kSaveAll},
-      {"save-none", no_argument, nullptr, kSaveNone}, {"ptraced-error", no_argument, nullptr, kPtracedError},
-      {"ptraced-skip", no_argument, nullptr, kPtracedSkip}, {"ptraced-allow", no_argument, nullptr, kPtracedAllow},
-      {"ptracer-error", no_argument, nullptr, kPtracerError}, {"ptracer-skip", no_argument, nullptr, kPtracerSkip},
-      {"kmsg-none", no_argument, nullptr, kKmsgNone}, {"kmsg-error", no_argument, nullptr, kKmsgError},
-      {"kmsg-warning", no_argument, nullptr, kKmsgWarning}, {"time", required_argument, nullptr, 't'},
-      {"json", no_argument, nullptr, kJson},       {nullptr, 0, nullptr, 0}};
+  static const option longopts[] = {{"verbose", no_argument, nullptr, 'v'},
+                                    {"quiet", no_argument, nullptr, 'q'},
+                                    {"help", no_argument, nullptr, 'h'},
+                                    {"version", no_argument, nullptr, kVersion},
+                                    {"tree", no_argument, nullptr, 'T'},
+                                    {"pid", no_argument, nullptr, 'p'},
+                                    {"process", no_argument, nullptr, 'p'},
+                                    {"pgid", no_argument, nullptr, 'g'},
+                                    {"group", no_argument, nullptr, 'g'},
+                                    {"sid", no_argument, nullptr, 's'},
+                                    {"session", no_argument, nullptr, 's'},
+                                    {"cwd", no_argument, nullptr, 'c'},
+                                    {"file", required_argument, nullptr, 'f'},
+                                    {"fd", required_argument, nullptr, 'F'},
+                                    {"dir", required_argument, nullptr, 'd'},
+                                    {"atomic", no_argument, nullptr, kAtomic},
+                                    {"backup", optional_argument, nullptr, kBackup},
+                                    {"clobber", no_argument, nullptr, kClobber},
+                                    {"noclobber", no_argument, nullptr, kNoClobber},
+                                    {"run", no_argument, nullptr, kRun},
+                                    {"signal", required_argument, nullptr, 'S'},
+                                    {"stop", no_argument, nullptr, kStop},
+                                    {"term", no_argument, nullptr, kTerm},
+                                    {"abort", no_argument, nullptr, kAbort},
+                                    {"kill", no_argument, nullptr, kKill},
+                                    {"cont", no_argument, nullptr, kCont},
+                                    {"early-stop", no_argument, nullptr, kEarlyStop},
+                                    {"early-abrt", no_argument, nullptr, kEarlyAbrt},
+                                    {"sync", no_argument, nullptr, kSync},
+                                    {"nosync", no_argument, nullptr, kNoSync},
+                                    {"save-exe", no_argument, nullptr, kSaveExe},
+                                    {"save-private", no_argument, nullptr, kSavePrivate},
+                                    {"save-shared", no_argument, nullptr, kSaveShared},
+                                    {"save-all", no_argument, nullptr, kSaveAll},
+                                    {"save-none", no_argument, nullptr, kSaveNone},
+                                    {"ptraced-error", no_argument, nullptr, kPtracedError},
+                                    {"ptraced-skip", no_argument, nullptr, kPtracedSkip},
+                                    {"ptraced-allow", no_argument, nullptr, kPtracedAllow},
+                                    {"ptracer-error", no_argument, nullptr, kPtracerError},
+                                    {"ptracer-skip", no_argument, nullptr, kPtracerSkip},
+                                    {"kmsg-none", no_argument, nullptr, kKmsgNone},
+                                    {"kmsg-error", no_argument, nullptr, kKmsgError},
+                                    {"kmsg-warning", no_argument, nullptr, kKmsgWarning},
+                                    {"time", required_argument, nullptr, 't'},
+                                    {"json", no_argument, nullptr, kJson},
+                                    {nullptr, 0, nullptr, 0}};
   int c;
   opterr = 0;
   while ((c = getopt_long(argc, argv, "vqh?TpgscF:f:d:S:t:", longopts, nullptr)) != -1) {
     switch (c) {
-      case 'v': crkit::log::set_threshold(crkit::log::Level::Verbose); break;
-      case 'q': crkit::log::set_threshold(crkit::log::Level::Quiet); break;
-      case 'h': usage(stdout); std::exit(0);
+      case 'v':
+        crkit::log::set_threshold(crkit::log::Level::Verbose);
+        break;
+      case 'q':
+        crkit::log::set_threshold(crkit::log::Level::Quiet);
+        break;
+      case 'h':
+        usage(stdout);
+        std::exit(0);
       case '?':
         if (optopt == 0 && argv[optind - 1] && (!std::strcmp(argv[optind - 1], "-?"))) {
           usage(stdout);
           std::exit(0);
         }
         usage_error(quiet, fmt::format("invalid option '{}'", argv[optind - 1]));
-      case kVersion: std::printf("cr_checkpoint (crkit) %s\n", CRKIT_VERSION); std::exit(0);
-      case 'T': o.scope = crkit::engine::Scope::Tree; break;
-      case 'p': o.scope = crkit::engine::Scope::Proc; break;
-      case 'g': o.scope = crkit::engine::Scope::Pgrp; break;
-      case 's': o.scope = crkit::engine::Scope::Sess; break;
-      case 'c': ++o.destinations; break;
-      case 'f': ++o.destinations; o.file = optarg; break;
+      case kVersion:
+        std::printf("cr_checkpoint (crkit) %s\n", CRKIT_VERSION);
+        std::exit(0);
+      case 'T':
+        o.scope = crkit::engine::Scope::Tree;
+        break;
+      case 'p':
+        o.scope = crkit::engine::Scope::Proc;
+        break;
+      case 'g':
+        o.scope = crkit::engine::Scope::Pgrp;
+        break;
+      case 's':
+        o.scope = crkit::engine::Scope::Sess;
+        break;
+      case 'c':
+        ++o.destinations;
+        break;
+      case 'f':
+        ++o.destinations;
+        o.file = optarg;
+        break;
       case 'F': {
         ++o.destinations;
         char* end = nullptr;
         long v = std::strtol(optarg, &end, 10);
-        if (!end || *end || v < 0) usage_error(quiet, fmt::format("invalid file descriptor '{}'", optarg));
+        if (!end || *end || v < 0)
+          usage_error(quiet, fmt::format("invalid file descriptor '{}'", optarg));
         o.dest_fd = static_cast<int>(v);
         break;
       }
       case 'd':
         if (!quiet) std::fprintf(stderr, "cr_checkpoint: --dir is not implemented (as in BLCR)\n");
         std::exit(EINVAL);
-      case kAtomic: o.policy = FilePolicy::Atomic; break;
-      case kBackup: o.policy = FilePolicy::Backup; o.backup_name = optarg ? optarg : ""; break;
-      case kClobber: o.policy = FilePolicy::Clobber; break;
-      case kNoClobber: o.policy = FilePolicy::NoClobber; break;
-      case kRun: o.signal = 0; break;
+      case kAtomic:
+        o.policy = FilePolicy::Atomic;
+        break;
+      case kBackup:
+        o.policy = FilePolicy::Backup;
+        o.backup_name = optarg ? optarg : "";
+        break;
+      case kClobber:
+        o.policy = FilePolicy::Clobber;
+        break;
+      case kNoClobber:
+        o.policy = FilePolicy::NoClobber;
+        break;
+      case kRun:
+        o.signal = 0;
+        break;
       case 'S':
         if (!crkit::tools::parse_signal_number(optarg, &o.signal))
           usage_error(quiet, fmt::format("invalid signal number '{}'", optarg));
         break;
-      case kStop: case kEarlyStop: o.signal = SIGSTOP; break;
-      case kTerm: o.signal = SIGTERM; break;
-      case kAbort: case kEarlyAbrt: o.signal = SIGABRT; break;
-      case kKill: o.signal = SIGKILL; break;
-      case kCont: o.signal = SIGCONT; break;
-      case kSync: o.sync = true; break;
-      case kNoSync: o.sync = false; break;
-      case kSaveExe: case kSavePrivate: case kSaveShared: case kSaveAll: case kSaveNone:
+      case kStop:
+      case kEarlyStop:
+        o.signal = SIGSTOP;
+        break;
+      case kTerm:
+        o.signal = SIGTERM;
+        break;
+      case kAbort:
+      case kEarlyAbrt:
+        o.signal = SIGABRT;
+        break;
+      case kKill:
+        o.signal = SIGKILL;
+        break;
+      case kCont:
+        o.signal = SIGCONT;
+        break;
+      case kSync:
+        o.sync = true;
+        break;
+      case kNoSync:
+        o.sync = false;
+        break;
+      case kSaveExe:
+      case kSavePrivate:
+      case kSaveShared:
+      case kSaveAll:
+      case kSaveNone:
         // crkit always saves what is needed; by-reference mappings are checked at restart.
         break;
-      case kPtracedError: case kPtracedAllow: o.ptraced_skip = false; break;
-      case kPtracedSkip: o.ptraced_skip = true; break;
-      case kPtracerError: case kPtracerSkip: case kKmsgNone: case kKmsgError: case kKmsgWarning: break;
+      case kPtracedError:
+      case kPtracedAllow:
+        o.ptraced_skip = false;
+        break;
+      case kPtracedSkip:
+        o.ptraced_skip = true;
+        break;
+      case kPtracerError:
+      case kPtracerSkip:
+      case kKmsgNone:
+      case kKmsgError:
+      case kKmsgWarning:
+        break;
       case 't': {
         char* end = nullptr;
         long v = std::strtol(optarg, &end, 10);
@@ -182,18 +293,23 @@ Options parse(int argc, char** argv) {
         o.timeout = static_cast<unsigned>(v);
         break;
       }
-      case kJson: o.json = true; break;
-      default: usage_error(quiet, "");
+      case kJson:
+        o.json = true;
+        break;
+      default:
+        usage_error(quiet, "");
     }
   }
   if (o.destinations > 1) {
     if (!quiet) std::fprintf(stderr, "cr_checkpoint: only one destination may be given\n");
     std::exit(EINVAL);
   }
-  if (optind != argc - 1) usage_error(quiet, optind >= argc ? "missing process ID" : "too many arguments");
+  if (optind != argc - 1)
+    usage_error(quiet, optind >= argc ? "missing process ID" : "too many arguments");
   char* end = nullptr;
   long id = std::strtol(argv[optind], &end, 10);
-  if (!end || *end || id <= 0 || id > 0x3fffffff) usage_error(quiet, fmt::format("invalid ID '{}'", argv[optind]));
+  if (!end || *end || id <= 0 || id > 0x3fffffff)
+    usage_error(quiet, fmt::format("invalid ID '{}'", argv[optind]));
   o.id = static_cast<pid_t>(id);
   if (o.dest_fd < 0 && o.file.empty()) o.file = fmt::format("context.{}", o.id);
   return o;
@@ -206,8 +322,10 @@ class Destination {
     Destination d;
     if (o.dest_fd >= 0) {
       struct stat st {};
-      if (::fstat(o.dest_fd, &st) < 0) return crkit::fail_errno(fmt::format("file descriptor {}", o.dest_fd));
-      if (S_ISDIR(st.st_mode)) return crkit::fail(EISDIR, fmt::format("file descriptor {} is a directory", o.dest_fd));
+      if (::fstat(o.dest_fd, &st) < 0)
+        return crkit::fail_errno(fmt::format("file descriptor {}", o.dest_fd));
+      if (S_ISDIR(st.st_mode))
+        return crkit::fail(EISDIR, fmt::format("file descriptor {} is a directory", o.dest_fd));
       d.fd_ = o.dest_fd;
       d.name_ = fmt::format("<fd{}>", o.dest_fd);
       return d;
@@ -232,7 +350,8 @@ class Destination {
         break;
       }
       case FilePolicy::Clobber:
-        if (::access(path.c_str(), F_OK) == 0 && ::access(path.c_str(), W_OK) != 0) ::unlink(path.c_str());
+        if (::access(path.c_str(), F_OK) == 0 && ::access(path.c_str(), W_OK) != 0)
+          ::unlink(path.c_str());
         d.fd_ = ::open(path.c_str(), flags, 0400);
         d.created_ = path;
         break;
@@ -327,7 +446,8 @@ int main(int argc, char** argv) {
   if (!dest) return fail_exit(dest.error());
 
   crkit::image::ImageWriter writer(dest->fd(), dest->name());
-  crkit::tools::Progress progress(::isatty(2) && crkit::log::threshold() >= crkit::log::Level::Normal, "cr_checkpoint");
+  crkit::tools::Progress progress(
+      ::isatty(2) && crkit::log::threshold() >= crkit::log::Level::Normal, "cr_checkpoint");
   auto ck = crkit::engine::checkpoint_process(*pid, o.scope, writer, [&](uint64_t d, uint64_t t) {
     progress(d, t);
     return g_timed_out == 0;
@@ -335,7 +455,9 @@ int main(int argc, char** argv) {
   if (ck && g_timed_out) {
     dest->abandon();
     ck->frozen.release();
-    return fail_exit(Error{ETIMEDOUT, fmt::format("checkpoint of process {} exceeded the time limit of {}s", *pid, o.timeout)});
+    return fail_exit(Error{
+        ETIMEDOUT,
+        fmt::format("checkpoint of process {} exceeded the time limit of {}s", *pid, o.timeout)});
   }
   if (!ck) {
     dest->abandon();
@@ -357,9 +479,11 @@ int main(int argc, char** argv) {
   auto t1 = std::chrono::steady_clock::now();
   double frozen = std::chrono::duration<double>(t_dumped - t0).count();
   double total = std::chrono::duration<double>(t1 - t0).count();
-  crkit::log::info("checkpointed process {} ({} threads, {} pages, {} zero pages skipped, {} fds) into {}: {} bytes in {:.3f}s",
-                   *pid, ck->stats.threads, ck->stats.pages_written, ck->stats.zero_pages_skipped, ck->stats.fds,
-                   dest->name(), ck->stats.image_bytes, total);
+  crkit::log::info(
+      "checkpointed process {} ({} threads, {} pages, {} zero pages skipped, {} fds) into {}: {} "
+      "bytes in {:.3f}s",
+      *pid, ck->stats.threads, ck->stats.pages_written, ck->stats.zero_pages_skipped, ck->stats.fds,
+      dest->name(), ck->stats.image_bytes, total);
   if (o.json) {
     nlohmann::json j = {{"pid", *pid},
                         {"file", dest->final_path().empty() ? dest->name() : dest->final_path()},

@@ -41,36 +41,62 @@ struct Options {
 };
 
 void usage(FILE* f) {
-  std::fprintf(f,
-               "Usage: cr_restart [options] [CONTEXT_FILE]\n"
-               "\n"
-               "Source:\n"
-               "  -f, --file FILE       read the context from FILE (default: the last argument)\n"
-               "  -F, --fd FD           read the context from file descriptor FD (file or pipe)\n"
-               "Signal sent to the restarted process (last one wins):\n"
-               "  --run (default), --stop (--freeze), --term, --abort, --kill, --cont, -S, --signal N\n"
-               "Identity:\n"
-               "  --restore-pid (default) / --no-restore-pid    original PID, or a new PID namespace\n"
-               "  --restore-pgid / --no-restore-pgid (default)\n"
-               "  --restore-sid / --no-restore-sid (default)\n"
-               "  --relocate OLD=NEW    replace leading path OLD by NEW in saved paths (repeatable)\n"
-               "Hooks (run with system(); a non-zero exit becomes cr_restart's exit status):\n"
-               "  --run-on-success=CMD, --run-on-fail-args=CMD, --run-on-fail-temp=CMD,\n"
-               "  --run-on-fail-env=CMD, --run-on-fail-perm=CMD, --run-on-failure=CMD (all failures)\n"
-               "Other:\n"
-               "  --omit-maybe (default) / --omit-always / --omit-never\n"
-               "  -q, --quiet           no messages\n"
-               "      --verbose         more messages\n"
-               "  -h, -?, --help        this help\n"
-               "  -v, --version         print the version\n"
-               "Exit status: the restarted process's exit status (or its fatal signal, re-raised);\n"
-               "on failure the errno of the failure (e.g. 16 EBUSY: PID in use), 255 on bad usage.\n");
+  std::fprintf(
+      f,
+      "Usage: cr_restart [options] [CONTEXT_FILE]\n"
+      "\n"
+      "Source:\n"
+      "  -f, --file FILE       read the context from FILE (default: the last argument)\n"
+      "  -F, --fd FD           read the context from file descriptor FD (file or pipe)\n"
+      "Signal sent to the restarted process (last one wins):\n"
+      "  --run (default), --stop (--freeze), --term, --abort, --kill, --cont, -S, --signal N\n"
+      "Identity:\n"
+      "  --restore-pid (default) / --no-restore-pid    original PID, or a new PID namespace\n"
+      "  --restore-pgid / --no-restore-pgid (default)\n"
+      "  --restore-sid / --no-restore-sid (default)\n"
+      "  --relocate OLD=NEW    replace leading path OLD by NEW in saved paths (repeatable)\n"
+      "Hooks (run with system(); a non-zero exit becomes cr_restart's exit status):\n"
+      "  --run-on-success=CMD, --run-on-fail-args=CMD, --run-on-fail-temp=CMD,\n"
+      "  --run-on-fail-env=CMD, --run-on-fail-perm=CMD, --run-on-failure=CMD (all failures)\n"
+      "Other:\n"
+      "  --omit-maybe (default) / --omit-always / --omit-never\n"
+      "  -q, --quiet           no messages\n"
+      "      --verbose         more messages\n"
+      "  -h, -?, --help        this help\n"
+      "  -v, --version         print the version\n"
+      "Exit status: the restarted process's exit status (or its fatal signal, re-raised);\n"
+      "on failure the errno of the failure (e.g. 16 EBUSY: PID in use), 255 on bad usage.\n");
 }
 
 enum LongOnly {
-  kRun = 1000, kStop, kTerm, kAbort, kKill, kCont, kEarlyStop, kEarlyAbrt, kOmitMaybe, kOmitAlways, kOmitNever,
-  kOnSuccess, kFailArgs, kFailTemp, kFailEnv, kFailPerm, kFailAll, kRelocate, kRestorePid, kNoRestorePid,
-  kRestorePgid, kNoRestorePgid, kRestoreSid, kNoRestoreSid, kKmsgNone, kKmsgError, kKmsgWarning, kVerbose
+  kRun = 1000,
+  kStop,
+  kTerm,
+  kAbort,
+  kKill,
+  kCont,
+  kEarlyStop,
+  kEarlyAbrt,
+  kOmitMaybe,
+  kOmitAlways,
+  kOmitNever,
+  kOnSuccess,
+  kFailArgs,
+  kFailTemp,
+  kFailEnv,
+  kFailPerm,
+  kFailAll,
+  kRelocate,
+  kRestorePid,
+  kNoRestorePid,
+  kRestorePgid,
+  kNoRestorePgid,
+  kRestoreSid,
+  kNoRestoreSid,
+  kKmsgNone,
+  kKmsgError,
+  kKmsgWarning,
+  kVerbose
 };
 
 int run_hook(const std::string& cmd) {
@@ -115,29 +141,43 @@ Options parse(int argc, char** argv) {
   bool quiet = false;
   for (int i = 1; i < argc; ++i)
     if (!std::strcmp(argv[i], "-q") || !std::strcmp(argv[i], "--quiet")) quiet = true;
-  static const option longopts[] = {
-      {"help", no_argument, nullptr, 'h'},          {"version", no_argument, nullptr, 'v'},
-      {"quiet", no_argument, nullptr, 'q'},         {"verbose", no_argument, nullptr, kVerbose},
-      {"file", required_argument, nullptr, 'f'},    {"fd", required_argument, nullptr, 'F'},
-      {"dir", required_argument, nullptr, 'd'},     {"run", no_argument, nullptr, kRun},
-      {"signal", required_argument, nullptr, 'S'},  {"stop", no_argument, nullptr, kStop},
-      {"freeze", no_argument, nullptr, kStop},      {"term", no_argument, nullptr, kTerm},
-      {"abort", no_argument, nullptr, kAbort},      {"kill", no_argument, nullptr, kKill},
-      {"cont", no_argument, nullptr, kCont},        {"early-stop", no_argument, nullptr, kEarlyStop},
-      {"early-abrt", no_argument, nullptr, kEarlyAbrt}, {"omit-maybe", no_argument, nullptr, kOmitMaybe},
-      {"omit-always", no_argument, nullptr, kOmitAlways}, {"omit-never", no_argument, nullptr, kOmitNever},
-      {"run-on-success", required_argument, nullptr, kOnSuccess},
-      {"run-on-fail-args", required_argument, nullptr, kFailArgs},
-      {"run-on-fail-temp", required_argument, nullptr, kFailTemp},
-      {"run-on-fail-env", required_argument, nullptr, kFailEnv},
-      {"run-on-fail-perm", required_argument, nullptr, kFailPerm},
-      {"run-on-failure", required_argument, nullptr, kFailAll},
-      {"relocate", required_argument, nullptr, kRelocate},
-      {"restore-pid", no_argument, nullptr, kRestorePid}, {"no-restore-pid", no_argument, nullptr, kNoRestorePid},
-      {"restore-pgid", no_argument, nullptr, kRestorePgid}, {"no-restore-pgid", no_argument, nullptr, kNoRestorePgid},
-      {"restore-sid", no_argument, nullptr, kRestoreSid}, {"no-restore-sid", no_argument, nullptr, kNoRestoreSid},
-      {"kmsg-none", no_argument, nullptr, kKmsgNone}, {"kmsg-error", no_argument, nullptr, kKmsgError},
-      {"kmsg-warning", no_argument, nullptr, kKmsgWarning}, {nullptr, 0, nullptr, 0}};
+  static const option longopts[] = {{"help", no_argument, nullptr, 'h'},
+                                    {"version", no_argument, nullptr, 'v'},
+                                    {"quiet", no_argument, nullptr, 'q'},
+                                    {"verbose", no_argument, nullptr, kVerbose},
+                                    {"file", required_argument, nullptr, 'f'},
+                                    {"fd", required_argument, nullptr, 'F'},
+                                    {"dir", required_argument, nullptr, 'd'},
+                                    {"run", no_argument, nullptr, kRun},
+                                    {"signal", required_argument, nullptr, 'S'},
+                                    {"stop", no_argument, nullptr, kStop},
+                                    {"freeze", no_argument, nullptr, kStop},
+                                    {"term", no_argument, nullptr, kTerm},
+                                    {"abort", no_argument, nullptr, kAbort},
+                                    {"kill", no_argument, nullptr, kKill},
+                                    {"cont", no_argument, nullptr, kCont},
+                                    {"early-stop", no_argument, nullptr, kEarlyStop},
+                                    {"early-abrt", no_argument, nullptr, kEarlyAbrt},
+                                    {"omit-maybe", no_argument, nullptr, kOmitMaybe},
+                                    {"omit-always", no_argument, nullptr, kOmitAlways},
+                                    {"omit-never", no_argument, nullptr, kOmitNever},
+                                    {"run-on-success", required_argument, nullptr, kOnSuccess},
+                                    {"run-on-fail-args", required_argument, nullptr, kFailArgs},
+                                    {"run-on-fail-temp", required_argument, nullptr, kFailTemp},
+                                    {"run-on-fail-env", required_argument, nullptr, kFailEnv},
+                                    {"run-on-fail-perm", required_argument, nullptr, kFailPerm},
+                                    {"run-on-failure", required_argument, nullptr, kFailAll},
+                                    {"relocate", required_argument, nullptr, kRelocate},
+                                    {"restore-pid", no_argument, nullptr, kRestorePid},
+                                    {"no-restore-pid", no_argument, nullptr, kNoRestorePid},
+                                    {"restore-pgid", no_argument, nullptr, kRestorePgid},
+                                    {"no-restore-pgid", no_argument, nullptr, kNoRestorePgid},
+                                    {"restore-sid", no_argument, nullptr, kRestoreSid},
+                                    {"no-restore-sid", no_argument, nullptr, kNoRestoreSid},
+                                    {"kmsg-none", no_argument, nullptr, kKmsgNone},
+                                    {"kmsg-error", no_argument, nullptr, kKmsgError},
+                                    {"kmsg-warning", no_argument, nullptr, kKmsgWarning},
+                                    {nullptr, 0, nullptr, 0}};
   // Hooks must be known before any argument error is reported.
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -154,59 +194,119 @@ Options parse(int argc, char** argv) {
   opterr = 0;
   while ((c = getopt_long(argc, argv, "h?vqf:F:d:S:", longopts, nullptr)) != -1) {
     switch (c) {
-      case 'h': usage(stdout); std::exit(0);
+      case 'h':
+        usage(stdout);
+        std::exit(0);
       case '?':
         if (optopt == 0 && !std::strcmp(argv[optind - 1], "-?")) {
           usage(stdout);
           std::exit(0);
         }
         args_failure(o, quiet, fmt::format("invalid option '{}'", argv[optind - 1]));
-      case 'v': std::printf("cr_restart (crkit) %s\n", CRKIT_VERSION); std::exit(0);
-      case 'q': crkit::log::set_threshold(crkit::log::Level::Quiet); break;
-      case kVerbose: crkit::log::set_threshold(crkit::log::Level::Verbose); break;
-      case 'f': ++o.sources; o.file = optarg; break;
+      case 'v':
+        std::printf("cr_restart (crkit) %s\n", CRKIT_VERSION);
+        std::exit(0);
+      case 'q':
+        crkit::log::set_threshold(crkit::log::Level::Quiet);
+        break;
+      case kVerbose:
+        crkit::log::set_threshold(crkit::log::Level::Verbose);
+        break;
+      case 'f':
+        ++o.sources;
+        o.file = optarg;
+        break;
       case 'F': {
         ++o.sources;
         char* end = nullptr;
         long v = std::strtol(optarg, &end, 10);
-        if (!end || *end || v < 0) args_failure(o, quiet, fmt::format("invalid file descriptor '{}'", optarg));
+        if (!end || *end || v < 0)
+          args_failure(o, quiet, fmt::format("invalid file descriptor '{}'", optarg));
         o.src_fd = static_cast<int>(v);
         break;
       }
-      case 'd': args_failure(o, quiet, "--dir is not implemented (as in BLCR)");
-      case kRun: o.signal = 0; break;
+      case 'd':
+        args_failure(o, quiet, "--dir is not implemented (as in BLCR)");
+      case kRun:
+        o.signal = 0;
+        break;
       case 'S':
         if (!crkit::tools::parse_signal_number(optarg, &o.signal))
           args_failure(o, quiet, fmt::format("invalid signal number '{}'", optarg));
         break;
-      case kStop: case kEarlyStop: o.signal = SIGSTOP; break;
-      case kTerm: o.signal = SIGTERM; break;
-      case kAbort: case kEarlyAbrt: o.signal = SIGABRT; break;
-      case kKill: o.signal = SIGKILL; break;
-      case kCont: o.signal = SIGCONT; break;
-      case kOmitMaybe: case kOmitAlways: case kOmitNever: break;  // meaningful once libcr exists
-      case kOnSuccess: o.hooks.on_success = optarg; break;
-      case kFailArgs: o.hooks.fail_args = optarg; break;
-      case kFailTemp: o.hooks.fail_temp = optarg; break;
-      case kFailEnv: o.hooks.fail_env = optarg; break;
-      case kFailPerm: o.hooks.fail_perm = optarg; break;
-      case kFailAll: o.hooks.fail_args = o.hooks.fail_temp = o.hooks.fail_env = o.hooks.fail_perm = optarg; break;
+      case kStop:
+      case kEarlyStop:
+        o.signal = SIGSTOP;
+        break;
+      case kTerm:
+        o.signal = SIGTERM;
+        break;
+      case kAbort:
+      case kEarlyAbrt:
+        o.signal = SIGABRT;
+        break;
+      case kKill:
+        o.signal = SIGKILL;
+        break;
+      case kCont:
+        o.signal = SIGCONT;
+        break;
+      case kOmitMaybe:
+      case kOmitAlways:
+      case kOmitNever:
+        break;  // meaningful once libcr exists
+      case kOnSuccess:
+        o.hooks.on_success = optarg;
+        break;
+      case kFailArgs:
+        o.hooks.fail_args = optarg;
+        break;
+      case kFailTemp:
+        o.hooks.fail_temp = optarg;
+        break;
+      case kFailEnv:
+        o.hooks.fail_env = optarg;
+        break;
+      case kFailPerm:
+        o.hooks.fail_perm = optarg;
+        break;
+      case kFailAll:
+        o.hooks.fail_args = o.hooks.fail_temp = o.hooks.fail_env = o.hooks.fail_perm = optarg;
+        break;
       case kRelocate: {
         std::pair<std::string, std::string> r;
         if (!parse_relocation(optarg, &r))
-          args_failure(o, quiet, fmt::format("invalid --relocate '{}': expected /OLD=/NEW", optarg));
-        if (o.restart.relocations.size() >= 16) args_failure(o, quiet, "at most 16 --relocate options");
+          args_failure(o, quiet,
+                       fmt::format("invalid --relocate '{}': expected /OLD=/NEW", optarg));
+        if (o.restart.relocations.size() >= 16)
+          args_failure(o, quiet, "at most 16 --relocate options");
         o.restart.relocations.push_back(r);
         break;
       }
-      case kRestorePid: o.restart.restore_pid = true; break;
-      case kNoRestorePid: o.restart.restore_pid = false; break;
-      case kRestorePgid: o.restart.restore_pgid = true; break;
-      case kNoRestorePgid: o.restart.restore_pgid = false; break;
-      case kRestoreSid: o.restart.restore_sid = true; break;
-      case kNoRestoreSid: o.restart.restore_sid = false; break;
-      case kKmsgNone: case kKmsgError: case kKmsgWarning: break;
-      default: args_failure(o, quiet, "");
+      case kRestorePid:
+        o.restart.restore_pid = true;
+        break;
+      case kNoRestorePid:
+        o.restart.restore_pid = false;
+        break;
+      case kRestorePgid:
+        o.restart.restore_pgid = true;
+        break;
+      case kNoRestorePgid:
+        o.restart.restore_pgid = false;
+        break;
+      case kRestoreSid:
+        o.restart.restore_sid = true;
+        break;
+      case kNoRestoreSid:
+        o.restart.restore_sid = false;
+        break;
+      case kKmsgNone:
+      case kKmsgError:
+      case kKmsgWarning:
+        break;
+      default:
+        args_failure(o, quiet, "");
     }
   }
   if (optind < argc) {
@@ -225,9 +325,20 @@ int failure_exit(const Options& o, const crkit::Error& e) {
   if (!code) code = 1;
   const std::string* hook = &o.hooks.fail_perm;
   switch (e.code) {
-    case ENOMEM: case EBUSY: hook = &o.hooks.fail_temp; break;
-    case EACCES: case EPERM: case ENOENT: case EEXIST: case EISDIR: case ENOTDIR: hook = &o.hooks.fail_env; break;
-    default: break;
+    case ENOMEM:
+    case EBUSY:
+      hook = &o.hooks.fail_temp;
+      break;
+    case EACCES:
+    case EPERM:
+    case ENOENT:
+    case EEXIST:
+    case EISDIR:
+    case ENOTDIR:
+      hook = &o.hooks.fail_env;
+      break;
+    default:
+      break;
   }
   int h = run_hook(*hook);
   return h ? h : code;
@@ -247,8 +358,15 @@ void install_forwarding(pid_t to) {
   sigemptyset(&sa.sa_mask);
   for (int sig = 1; sig < SIGRTMAX; ++sig) {
     switch (sig) {
-      case SIGCHLD: case SIGKILL: case SIGSTOP: case SIGSEGV: case SIGILL: case SIGFPE: case SIGBUS:
-      case SIGTRAP: case SIGSYS:
+      case SIGCHLD:
+      case SIGKILL:
+      case SIGSTOP:
+      case SIGSEGV:
+      case SIGILL:
+      case SIGFPE:
+      case SIGBUS:
+      case SIGTRAP:
+      case SIGSYS:
         continue;
       default:
         ::sigaction(sig, &sa, nullptr);
@@ -260,7 +378,9 @@ void install_forwarding(pid_t to) {
   if (WIFEXITED(status)) std::exit(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) {
     int sig = WTERMSIG(status);
-    struct rlimit no_core {0, 0};
+    struct rlimit no_core {
+      0, 0
+    };
     ::setrlimit(RLIMIT_CORE, &no_core);
     ::signal(sig, SIG_DFL);
     sigset_t set;
@@ -287,7 +407,8 @@ int main(int argc, char** argv) {
     owned.reset(::open(o.file.c_str(), O_RDONLY | O_CLOEXEC));
     if (!owned) {
       int e = errno;
-      crkit::log::error("Restart failed: cannot open context file {}: {}", o.file, std::strerror(e));
+      crkit::log::error("Restart failed: cannot open context file {}: {}", o.file,
+                        std::strerror(e));
       int h = run_hook(o.hooks.fail_args);
       return h ? h : crkit::exit_code_of(e);
     }
@@ -300,7 +421,8 @@ int main(int argc, char** argv) {
       return h ? h : EISDIR;
     }
   }
-  crkit::tools::Progress progress(::isatty(2) && crkit::log::threshold() >= crkit::log::Level::Normal, "cr_restart");
+  crkit::tools::Progress progress(
+      ::isatty(2) && crkit::log::threshold() >= crkit::log::Level::Normal, "cr_restart");
   o.restart.progress = [&](uint64_t d, uint64_t t) {
     progress(d, t);
     return true;
@@ -308,8 +430,9 @@ int main(int argc, char** argv) {
   auto r = crkit::engine::restart_image(fd, name, o.restart);
   if (!r) return failure_exit(o, r.error());
   owned.reset();
-  crkit::log::info("restarted process {}{}", r->original_pid,
-                   r->in_new_pidns ? fmt::format(" (in a new PID namespace; {} here)", r->restored) : "");
+  crkit::log::info(
+      "restarted process {}{}", r->original_pid,
+      r->in_new_pidns ? fmt::format(" (in a new PID namespace; {} here)", r->restored) : "");
 
   install_forwarding(r->restored);
   if (o.signal) ::kill(r->restored, o.signal);

@@ -10,7 +10,8 @@ namespace crkit::tools {
 
 class Progress {
  public:
-  Progress(bool on, std::string program) : on_(on), program_(std::move(program)), start_(std::chrono::steady_clock::now()) {}
+  Progress(bool on, std::string program)
+      : on_(on), program_(std::move(program)), start_(std::chrono::steady_clock::now()) {}
   void operator()(uint64_t done, uint64_t total) {
     if (!on_ || total < (64ull << 20)) return;  // small jobs finish before anyone reads it
     auto now = std::chrono::steady_clock::now();
@@ -20,8 +21,8 @@ class Progress {
     double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
     double eta = rate > 0 ? static_cast<double>(total - done) / rate : 0;
     std::fprintf(stderr, "\r%s: memory %llu/%llu MiB  %.0f MiB/s  ETA %.1fs   ", program_.c_str(),
-                 static_cast<unsigned long long>(done >> 20), static_cast<unsigned long long>(total >> 20),
-                 rate / (1 << 20), eta);
+                 static_cast<unsigned long long>(done >> 20),
+                 static_cast<unsigned long long>(total >> 20), rate / (1 << 20), eta);
     if (done >= total) std::fprintf(stderr, "\n");
   }
 

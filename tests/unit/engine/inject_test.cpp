@@ -118,13 +118,15 @@ TEST(RemoteScratch, MapWriteReadUnmap) {
   auto a = scratch->put_string(100, "hello");
   ASSERT_TRUE(a.ok());
   char buf[6] = {};
-  ASSERT_TRUE(inject::read_memory(s.pid, *a, std::span<uint8_t>(reinterpret_cast<uint8_t*>(buf), 6)).ok());
+  ASSERT_TRUE(
+      inject::read_memory(s.pid, *a, std::span<uint8_t>(reinterpret_cast<uint8_t*>(buf), 6)).ok());
   EXPECT_STREQ(buf, "hello");
   uint64_t addr = scratch->addr();
   ASSERT_TRUE(scratch->unmap(rc).ok());
   auto maps = proc::read_maps(s.pid);
   ASSERT_TRUE(maps.ok());
-  for (const auto& m : *maps) EXPECT_FALSE(m.start <= addr && addr < m.end) << "scratch area left mapped";
+  for (const auto& m : *maps)
+    EXPECT_FALSE(m.start <= addr && addr < m.end) << "scratch area left mapped";
 }
 
 TEST(RemoteMemory, ReadsProtNoneThroughProcMem) {
