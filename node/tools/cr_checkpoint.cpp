@@ -345,19 +345,20 @@ class Destination {
         std::string base = slash == std::string::npos ? o.file : o.file.substr(slash + 1);
         path = dir + "." + base + ".tmp";
         ::unlink(path.c_str());
-        d.temp_ = path;
         d.fd_ = ::open(path.c_str(), flags | O_EXCL, 0400);
+        if (d.fd_ >= 0) d.temp_ = path;
         break;
       }
       case FilePolicy::Clobber:
         if (::access(path.c_str(), F_OK) == 0 && ::access(path.c_str(), W_OK) != 0)
           ::unlink(path.c_str());
         d.fd_ = ::open(path.c_str(), flags, 0400);
-        d.created_ = path;
+        if (d.fd_ >= 0) d.created_ = path;
         break;
       case FilePolicy::NoClobber:
+        // Only a file we created is ours to remove on failure, never an existing one.
         d.fd_ = ::open(path.c_str(), flags | O_EXCL, 0400);
-        d.created_ = path;
+        if (d.fd_ >= 0) d.created_ = path;
         break;
     }
     if (d.fd_ < 0) return crkit::fail_errno(fmt::format("creating checkpoint file {}", path));
