@@ -305,6 +305,10 @@ Status transplant(resources::RestoreTarget& t, const LoadedImage& img, image::Im
   sa.sa_handler = [](int) { ::prctl(PR_SET_PDEATHSIG, 0); };
   sa.sa_flags = SA_RESTART;
   ::sigaction(SIGUSR1, &sa, nullptr);
+  sigset_t usr1;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  ::sigprocmask(SIG_UNBLOCK, &usr1, nullptr);  // cr_restart holds signals blocked meanwhile
   // A private /proc that shows this namespace's PIDs (best effort).
   if (::unshare(CLONE_NEWNS) == 0 &&
       ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0)
