@@ -350,28 +350,43 @@ void forward(int sig) {
   if (sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) ::raise(SIGSTOP);
 }
 
-void install_forwarding(pid_t to) {
+bool forwardable(int sig) {
+  switch (sig) {
+    case SIGCHLD:
+    case SIGKILL:
+    case SIGSTOP:
+    case SIGSEGV:
+    case SIGILL:
+    case SIGFPE:
+    case SIGBUS:
+    case SIGTRAP:
+    case SIGSYS:
+      return false;
+    default:
+      return sig < SIGRTMAX;  // CR_SIGNUM (SIGRTMAX) belongs to libcr
+  }
+}
+
+sigset_t forwardable_set() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig = 1; sig < SIGRTMAX; ++sig)
+    if (forwardable(sig)) sigaddset(&set, sig);
+  return set;
+}
+
+// Signals that arrive while the restart is under way wait (blocked) and are forwarded once
+// the restarted process exists, instead of ending cr_restart half-way.
+void start_forwarding(pid_t to) {
   g_forward_to = to;
   struct sigaction sa {};
   sa.sa_handler = forward;
   sa.sa_flags = SA_RESTART;
   sigemptyset(&sa.sa_mask);
-  for (int sig = 1; sig < SIGRTMAX; ++sig) {
-    switch (sig) {
-      case SIGCHLD:
-      case SIGKILL:
-      case SIGSTOP:
-      case SIGSEGV:
-      case SIGILL:
-      case SIGFPE:
-      case SIGBUS:
-      case SIGTRAP:
-      case SIGSYS:
-        continue;
-      default:
-        ::sigaction(sig, &sa, nullptr);
-    }
-  }
+  for (int sig = 1; sig < SIGRTMAX; ++sig)
+    if (forwardable(sig)) ::sigaction(sig, &sa, nullptr);
+  sigset_t set = forwardable_set();
+  ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
 }
 
 [[noreturn]] void mimic(int status) {
@@ -427,14 +442,19 @@ int main(int argc, char** argv) {
     progress(d, t);
     return true;
   };
+  sigset_t held = forwardable_set(), before;
+  ::sigprocmask(SIG_BLOCK, &held, &before);
   auto r = crkit::engine::restart_image(fd, name, o.restart);
-  if (!r) return failure_exit(o, r.error());
+  if (!r) {
+    ::sigprocmask(SIG_SETMASK, &before, nullptr);  // hooks run with the usual mask
+    return failure_exit(o, r.error());
+  }
   owned.reset();
   crkit::log::info(
       "restarted process {}{}", r->original_pid,
       r->in_new_pidns ? fmt::format(" (in a new PID namespace; {} here)", r->restored) : "");
 
-  install_forwarding(r->restored);
+  start_forwarding(r->restored);
   if (o.signal) ::kill(r->restored, o.signal);
   if (!o.hooks.on_success.empty()) {
     int h = run_hook(o.hooks.on_success);
