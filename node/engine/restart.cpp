@@ -421,7 +421,10 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
   t.real_tid_of[p.pid] = t.real_pid;
 
   // Take the stand-in over.
-  if (::ptrace(PTRACE_SEIZE, t.real_pid, 0, PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE) < 0)
+  // EXITKILL: should cr_restart die while it holds the stand-in, the stand-in dies too
+  // (until the final detach, which makes the restored process independent of us).
+  if (::ptrace(PTRACE_SEIZE, t.real_pid, 0,
+               PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL) < 0)
     return fail_errno(fmt::format("attaching to the stand-in process {}", t.real_pid));
   if (::ptrace(PTRACE_INTERRUPT, t.real_pid, 0, 0) < 0)
     return fail_errno(fmt::format("stopping the stand-in process {}", t.real_pid));
@@ -434,7 +437,8 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
 
   Status st = transplant(t, img, reader, std::move(img.first_pages), opts, keep_fd);
   if (!st) {
-    for (auto& [v, real] : t.real_tid_of) ::ptrace(PTRACE_DETACH, real, 0, 0);
+    // Killed while still traced: a detached half-built process would run (and crash).
+    ::kill(t.real_pid, SIGKILL);
     return fail(st.error().context(fmt::format("restarting process {}", p.pid)));
   }
   // Release every thread together.

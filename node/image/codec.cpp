@@ -74,6 +74,8 @@ const char* fd_kind_name(FdKind k) {
       return "external-pipe";
     case FdKind::Socket:
       return "socket";
+    case FdKind::Pipe:
+      return "pipe";
   }
   return "unknown";
 }
@@ -402,6 +404,8 @@ void encode(Encoder& e, const ProcessRecord& v) {
   }
   encode_siginfos(e, v.shared_pending);
   e.u32(v.thread_count);
+  e.u32(v.dumpable);
+  e.u32(v.no_new_privs);
 }
 
 Status decode(Decoder& d, ProcessRecord& v) {
@@ -447,6 +451,8 @@ Status decode(Decoder& d, ProcessRecord& v) {
   }
   CRKIT_TRY(decode_siginfos(d, "shared_pending", v.shared_pending));
   CRKIT_GET(v.thread_count, d.u32("thread_count"));
+  CRKIT_GET(v.dumpable, d.u32("dumpable"));
+  CRKIT_GET(v.no_new_privs, d.u32("no_new_privs"));
   return {};
 }
 
@@ -529,6 +535,7 @@ void encode(Encoder& e, const FdRecord& v) {
   encode_file_identity(e, v.id);
   e.u64(v.size_at_checkpoint);
   e.u32(v.content_id);
+  e.u32(v.file_id);
 }
 
 Status decode(Decoder& d, FdRecord& v) {
@@ -542,6 +549,7 @@ Status decode(Decoder& d, FdRecord& v) {
   CRKIT_TRY(decode_file_identity(d, v.id));
   CRKIT_GET(v.size_at_checkpoint, d.u64("size_at_checkpoint"));
   CRKIT_GET(v.content_id, d.u32("content_id"));
+  CRKIT_GET(v.file_id, d.u32("file_id"));
   return {};
 }
 

@@ -128,6 +128,8 @@ struct ProcessRecord {
   std::vector<RLimit> rlimits;        // RLIMIT_* order, RLIM_NLIMITS entries
   std::vector<SigInfo> shared_pending;
   uint32_t thread_count = 0;
+  uint32_t dumpable = 1;      // prctl(PR_GET_DUMPABLE)
+  uint32_t no_new_privs = 0;  // prctl(PR_GET_NO_NEW_PRIVS)
 };
 
 struct ThreadRecord {
@@ -189,6 +191,9 @@ enum class FdKind : uint32_t {
   Tty = 5,           // terminal: reopened as the restarter's terminal
   ExternalPipe = 6,  // pipe/FIFO end leading outside the image: becomes cr_restart's stdin/stdout
   Socket = 7,        // not saved: closed after restart (BLCR semantics)
+  Pipe = 8,          // end of a pipe whose both ends are in the image, recreated with its data:
+                     // id.ino names the pipe, size_at_checkpoint is its F_GETPIPE_SZ capacity,
+                     // content_id its buffered data (on the first fd record of the pipe)
 };
 const char* fd_kind_name(FdKind k);
 
@@ -203,6 +208,8 @@ struct FdRecord {
   FileIdentity id;
   uint64_t size_at_checkpoint = 0;
   uint32_t content_id = 0;  // Unlinked: id of the FileContent records holding the data
+  uint32_t file_id = 0;     // open file description: fds with the same file_id share one
+                            // (dup/inheritance: offset and status flags are shared)
 };
 
 // A chunk of a saved file's content (unlinked files). Payload: header fields, then data.

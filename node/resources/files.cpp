@@ -1,6 +1,8 @@
 #include "resources/files.hpp"
 
 #include <dirent.h>
+#include <linux/kcmp.h>
+#include <sys/syscall.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -20,6 +22,65 @@ namespace crkit::resources {
 namespace {
 
 constexpr uint32_t kCloexec = 02000000;
+constexpr uint32_t kTmpfileOnly = 020000000;  // __O_TMPFILE without O_DIRECTORY
+
+// fds that refer to one open file description (dup, inheritance) get the same file_id;
+// kcmp(KCMP_FILE) tells, comparing only fds of the same inode.
+void assign_file_ids(pid_t pid, std::vector<image::FdRecord>& fds) {
+  uint32_t next = 1;
+  for (size_t i = 0; i < fds.size(); ++i) {
+    if (fds[i].kind == image::FdKind::Socket) continue;
+    for (size_t j = 0; j < i && !fds[i].file_id; ++j) {
+      if (fds[j].id.ino != fds[i].id.ino || fds[j].id.dev != fds[i].id.dev || !fds[j].file_id) continue;
+      if (::syscall(SYS_kcmp, pid, pid, KCMP_FILE, fds[j].fd, fds[i].fd) == 0) fds[i].file_id = fds[j].file_id;
+    }
+    if (!fds[i].file_id) fds[i].file_id = next++;
+  }
+}
+
+// A pipe whose read and write ends are both in the image is recreated at restart with the
+// data it holds now. The data is copied with tee(2) from a second read end, so the
+// running process keeps it.
+Status capture_internal_pipes(pid_t pid, FilesDump& out, uint32_t& next_content) {
+  std::map<uint64_t, std::pair<bool, bool>> ends;  // ino -> (has reader, has writer)
+  for (const auto& r : out.fds)
+    if (r.kind == image::FdKind::ExternalPipe && r.path.rfind("pipe:", 0) == 0) {
+      auto& e = ends[r.id.ino];
+      ((r.flags & O_ACCMODE) == O_RDONLY ? e.first : e.second) = true;
+    }
+  std::map<uint64_t, bool> captured;
+  for (auto& r : out.fds) {
+    auto it = ends.find(r.id.ino);
+    if (r.kind != image::FdKind::ExternalPipe || it == ends.end() || !it->second.first || !it->second.second)
+      continue;
+    r.kind = image::FdKind::Pipe;
+    if (captured[r.id.ino]) continue;
+    captured[r.id.ino] = true;
+    std::string src = fmt::format("/proc/{}/fd/{}", pid, r.fd);
+    UniqueFd reader(::open(src.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+    if (!reader) return fail_errno(fmt::format("process {}: opening pipe {} (fd {}) to copy its data", pid, r.path, r.fd));
+    int cap = ::fcntl(reader.get(), F_GETPIPE_SZ);
+    if (cap < 0) return fail_errno(fmt::format("process {}: reading the size of pipe {}", pid, r.path));
+    r.size_at_checkpoint = static_cast<uint64_t>(cap);
+    int tmp[2];
+    if (::pipe2(tmp, O_CLOEXEC | O_NONBLOCK) < 0) return fail_errno("creating a pipe to copy pipe data");
+    UniqueFd tr(tmp[0]), tw(tmp[1]);
+    ::fcntl(tw.get(), F_SETPIPE_SZ, cap);
+    ssize_t n = ::tee(reader.get(), tw.get(), static_cast<size_t>(cap), SPLICE_F_NONBLOCK);
+    if (n < 0 && errno != EAGAIN)
+      return fail_errno(fmt::format("process {}: copying the data of pipe {} with tee", pid, r.path));
+    std::vector<uint8_t> data(n > 0 ? static_cast<size_t>(n) : 0);
+    size_t got = 0;
+    while (got < data.size()) {
+      ssize_t k = ::read(tr.get(), data.data() + got, data.size() - got);
+      if (k <= 0) return fail_errno(fmt::format("process {}: reading the copied data of pipe {}", pid, r.path));
+      got += static_cast<size_t>(k);
+    }
+    r.content_id = next_content++;
+    out.pipe_data[r.content_id] = std::move(data);
+  }
+  return {};
+}
 
 bool ends_with(const std::string& s, const std::string& suf) {
   return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
@@ -98,10 +159,18 @@ Result<FilesDump> dump_files(pid_t pid) {
     }
     out.fds.push_back(std::move(r));
   }
+  assign_file_ids(pid, out.fds);
+  CRKIT_TRY(capture_internal_pipes(pid, out, next_content));
   return out;
 }
 
 Status write_file_contents(const FilesDump& files, image::ImageWriter& w) {
+  for (const auto& [id, data] : files.pipe_data) {
+    image::FileContentHeader h;
+    h.content_id = id;
+    h.total_size = data.size();
+    CRKIT_TRY(w.write_file_content(h, data));
+  }
   std::vector<uint8_t> buf(1 << 20);
   for (const auto& [id, src] : files.content_sources) {
     UniqueFd fd(::open(src.c_str(), O_RDONLY | O_CLOEXEC));
@@ -135,14 +204,17 @@ namespace {
 // Opens what record r describes, as a new descriptor (any number).
 Result<UniqueFd> open_for_record(const image::FdRecord& r, const FileContents& contents,
                                  const RestoreTarget& t) {
+  // Flags that only mean something to open() itself are not re-applied.
   const uint32_t open_flags =
-      r.flags & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
+      r.flags & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | kTmpfileOnly |
+                                       (r.kind == image::FdKind::Directory ? 0 : O_DIRECTORY));
   const std::string what =
       fmt::format("restoring fd {} ({} {})", r.fd, image::fd_kind_name(r.kind), r.path);
   switch (r.kind) {
     case image::FdKind::Regular: {
       std::string path = t.relocate(r.path);
-      UniqueFd fd(::open(path.c_str(), static_cast<int>(open_flags) | O_CLOEXEC));
+      // The saved path is canonical: a symlink in its place now is not the same file.
+      UniqueFd fd(::open(path.c_str(), static_cast<int>(open_flags) | O_CLOEXEC | O_NOFOLLOW));
       if (!fd) return fail_errno(fmt::format("{}: cannot reopen {}", what, path));
       // BLCR semantics: a file open for writing goes back to its checkpoint-time size.
       if ((r.flags & O_ACCMODE) != O_RDONLY) {
@@ -221,9 +293,30 @@ Result<UniqueFd> open_for_record(const image::FdRecord& r, const FileContents& c
       return UniqueFd(fd);
     }
     case image::FdKind::Socket:
+    case image::FdKind::Pipe:  // created by restore_files_in_standin, pipe by pipe
       break;
   }
   return UniqueFd();
+}
+
+// Recreates a pipe internal to the image: its capacity, then the data it held.
+Status create_pipe(const image::FdRecord& r, const FileContents& contents, UniqueFd* rd, UniqueFd* wr) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) < 0) return fail_errno(fmt::format("recreating pipe {} (fd {})", r.path, r.fd));
+  rd->reset(p[0]);
+  wr->reset(p[1]);
+  if (r.size_at_checkpoint && ::fcntl(p[1], F_SETPIPE_SZ, static_cast<int>(r.size_at_checkpoint)) < 0)
+    return fail_errno(fmt::format("restoring the size ({} bytes) of pipe {}", r.size_at_checkpoint, r.path));
+  auto it = contents.find(r.content_id);
+  if (it == contents.end()) return {};
+  size_t off = 0;
+  while (off < it->second.size()) {
+    ssize_t n = ::write(p[1], it->second.data() + off, it->second.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return fail_errno(fmt::format("refilling pipe {} with its {} saved bytes", r.path, it->second.size()));
+    off += static_cast<size_t>(n);
+  }
+  return {};
 }
 
 }  // namespace
@@ -243,13 +336,32 @@ Status restore_files_in_standin(const std::vector<image::FdRecord>& fds,
   *keep_fd = moved;
 
   std::vector<std::pair<int, UniqueFd>> opened;
+  std::map<uint32_t, int> by_file_id;                // file_id -> an opened fd sharing it
+  std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> pipes;  // pipe inode -> (read, write)
   for (const auto& r : fds) {
-    CRKIT_ASSIGN(UniqueFd fd, open_for_record(r, contents, t));
-    if (!fd) continue;  // sockets: left closed
-    int high = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, base);
-    if (high < 0) return fail_errno(fmt::format("restoring fd {}", r.fd));
-    opened.emplace_back(r.fd, UniqueFd(high));
+    UniqueFd fd;
+    if (auto it = by_file_id.find(r.file_id); r.file_id && it != by_file_id.end()) {
+      fd.reset(::fcntl(it->second, F_DUPFD_CLOEXEC, base));  // one open file, shared
+      if (!fd) return fail_errno(fmt::format("restoring fd {} as a duplicate", r.fd));
+    } else if (r.kind == image::FdKind::Pipe) {
+      auto& [rd, wr] = pipes[r.id.ino];
+      if (!rd) {
+        CRKIT_TRY(create_pipe(r, contents, &rd, &wr));
+      }
+      bool reader = (r.flags & O_ACCMODE) == O_RDONLY;
+      fd.reset(::fcntl((reader ? rd : wr).get(), F_DUPFD_CLOEXEC, base));
+      if (!fd) return fail_errno(fmt::format("restoring pipe fd {}", r.fd));
+      ::fcntl(fd.get(), F_SETFL, r.flags & O_NONBLOCK);
+    } else {
+      CRKIT_ASSIGN(UniqueFd opened_fd, open_for_record(r, contents, t));
+      if (!opened_fd) continue;  // sockets: left closed
+      fd.reset(::fcntl(opened_fd.get(), F_DUPFD_CLOEXEC, base));
+      if (!fd) return fail_errno(fmt::format("restoring fd {}", r.fd));
+    }
+    if (r.file_id && !by_file_id.count(r.file_id)) by_file_id[r.file_id] = fd.get();
+    opened.emplace_back(r.fd, std::move(fd));
   }
+  pipes.clear();
   std::set<int> keep{*keep_fd};
   for (auto& [target, fd] : opened) keep.insert(fd.get());
   CRKIT_ASSIGN(auto now, proc::list_numeric_dir("/proc/self/fd"));

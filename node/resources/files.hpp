@@ -19,6 +19,8 @@ struct FilesDump {
   std::vector<image::FdRecord> fds;
   // content_id -> path to read the content from (/proc/PID/fd/N)
   std::map<uint32_t, std::string> content_sources;
+  // content_id -> data buffered in a pipe internal to the image (captured while frozen)
+  std::map<uint32_t, std::vector<uint8_t>> pipe_data;
 };
 
 // Fails with EBADF naming the fd and its kind for descriptors that cannot be saved.

@@ -258,13 +258,13 @@ TEST(CodecRoundtrip, FdRecord) {
 }
 
 TEST(CodecRoundtrip, EveryFdKind) {
-  for (uint32_t k = 1; k <= 7; ++k) {
+  for (uint32_t k = 1; k <= 8; ++k) {
     FdRecord v = sample_fd();
     v.kind = static_cast<FdKind>(k);
     EXPECT_STRNE(fd_kind_name(v.kind), "unknown");
     EXPECT_EQ(roundtrip(v).kind, v.kind);
   }
-  EXPECT_STREQ(fd_kind_name(static_cast<FdKind>(8)), "unknown");
+  EXPECT_STREQ(fd_kind_name(static_cast<FdKind>(9)), "unknown");
 }
 
 TEST(CodecRoundtrip, FileContentHeader) {

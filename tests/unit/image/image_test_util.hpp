@@ -83,6 +83,8 @@ inline ProcessRecord sample_process(int32_t pid = 4242) {
   v.rlimits = {RLimit{1, 2}, RLimit{3, ~0ull}, RLimit{8388608, ~0ull}};
   v.shared_pending = {make_siginfo(10, 0x30)};
   v.thread_count = 2;
+  v.dumpable = 0;
+  v.no_new_privs = 1;
   return v;
 }
 
@@ -141,6 +143,7 @@ inline FdRecord sample_fd(int32_t pid = 4242) {
   v.id = make_identity(300);
   v.size_at_checkpoint = 20000;
   v.content_id = 7;
+  v.file_id = 11;
   return v;
 }
 
@@ -249,6 +252,8 @@ inline void expect_eq(const ProcessRecord& a, const ProcessRecord& b) {
   }
   expect_eq(a.shared_pending, b.shared_pending);
   EXPECT_EQ(a.thread_count, b.thread_count);
+  EXPECT_EQ(a.dumpable, b.dumpable);
+  EXPECT_EQ(a.no_new_privs, b.no_new_privs);
 }
 
 inline void expect_eq(const ThreadRecord& a, const ThreadRecord& b) {
@@ -295,6 +300,7 @@ inline void expect_eq(const FdRecord& a, const FdRecord& b) {
   expect_eq(a.id, b.id);
   EXPECT_EQ(a.size_at_checkpoint, b.size_at_checkpoint);
   EXPECT_EQ(a.content_id, b.content_id);
+  EXPECT_EQ(a.file_id, b.file_id);
 }
 
 inline void expect_eq(const PagesHeader& a, const PagesHeader& b) {
