@@ -169,6 +169,7 @@ void report(int fd, const std::string& msg) {
     ::_exit(1);
   };
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (Status s = resources::assume_file_credentials(img.process); !s) fail_out(s.error());
   if (opts.restore_sid && img.process.sid == img.process.pid) {
     if (::setsid() < 0) fail_out(errno_error("restoring the session (setsid)"));
   }
@@ -285,8 +286,8 @@ Status transplant(resources::RestoreTarget& t, const LoadedImage& img, image::Im
   for (const auto& th : img.threads) CRKIT_TRY(resources::restore_thread_state(t, th));
   CRKIT_TRY(resources::restore_shared_pending(t, img.process));
   CRKIT_TRY(resources::restore_itimers(t, img.process));
-  for (const auto& th : img.threads)
-    CRKIT_TRY(resources::restore_thread_creds(t, th, img.process.creds));
+  for (const auto& th : img.threads) CRKIT_TRY(resources::restore_thread_creds(t, th, img.process));
+  CRKIT_TRY(resources::restore_dumpable(t, img.process));
   CRKIT_TRY(main.check("clearing the parent-death signal", SYS_prctl, {PR_SET_PDEATHSIG, 0}));
   CRKIT_TRY(scratch.unmap(main));
   for (const auto& th : img.threads) CRKIT_TRY(resources::restore_thread_registers(t, th));
@@ -326,6 +327,9 @@ Status transplant(resources::RestoreTarget& t, const LoadedImage& img, image::Im
     standin_main(img, t, opts, report_fd);
   }
   ::close(report_fd);
+  // Hold nothing of cr_restart's (image file, terminal, pipes) for the job's lifetime.
+  if (status_fd > 0) ::syscall(SYS_close_range, 0u, static_cast<unsigned>(status_fd - 1), 0u);
+  ::syscall(SYS_close_range, static_cast<unsigned>(status_fd + 1), ~0u, 0u);
   for (;;) {
     int status = 0;
     pid_t r = ::waitpid(-1, &status, __WALL);
@@ -347,7 +351,9 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
   const auto& p = img.process;
 
   const bool root = ::getuid() == 0;
-  if (!root && p.creds.uid != ::getuid())
+  const auto& c = p.creds;
+  const uid_t me = ::getuid();
+  if (!root && (c.uid != me || c.euid != me || c.suid != me || c.fsuid != me))
     return fail(
         EPERM, fmt::format(
                    "{}: the image belongs to uid {}; you (uid {}) may restart only your own images",
@@ -355,6 +361,7 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
 
   resources::RestoreTarget t;
   t.vpid = p.pid;
+  t.restarter_is_root = root;
   t.relocations = opts.relocations;
   CRKIT_TRY(resources::check_mapped_files(t, img.vmas));
 

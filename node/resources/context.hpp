@@ -37,7 +37,8 @@ struct RestoreTarget {
   engine::RemoteScratch* scratch = nullptr;
   // Paths remapped with --relocate (applied by relocate()).
   std::vector<std::pair<std::string, std::string>> relocations;
-  bool can_set_exe = false;  // CAP_CHECKPOINT_RESTORE available for PR_SET_MM_MAP exe_fd
+  bool can_set_exe = false;        // CAP_CHECKPOINT_RESTORE available for PR_SET_MM_MAP exe_fd
+  bool restarter_is_root = false;  // else the restored process gets no capabilities at all
 
   std::string relocate(const std::string& path) const;
 };

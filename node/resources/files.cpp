@@ -1,10 +1,10 @@
 #include "resources/files.hpp"
 
 #include <dirent.h>
-#include <linux/kcmp.h>
-#include <sys/syscall.h>
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -31,8 +31,10 @@ void assign_file_ids(pid_t pid, std::vector<image::FdRecord>& fds) {
   for (size_t i = 0; i < fds.size(); ++i) {
     if (fds[i].kind == image::FdKind::Socket) continue;
     for (size_t j = 0; j < i && !fds[i].file_id; ++j) {
-      if (fds[j].id.ino != fds[i].id.ino || fds[j].id.dev != fds[i].id.dev || !fds[j].file_id) continue;
-      if (::syscall(SYS_kcmp, pid, pid, KCMP_FILE, fds[j].fd, fds[i].fd) == 0) fds[i].file_id = fds[j].file_id;
+      if (fds[j].id.ino != fds[i].id.ino || fds[j].id.dev != fds[i].id.dev || !fds[j].file_id)
+        continue;
+      if (::syscall(SYS_kcmp, pid, pid, KCMP_FILE, fds[j].fd, fds[i].fd) == 0)
+        fds[i].file_id = fds[j].file_id;
     }
     if (!fds[i].file_id) fds[i].file_id = next++;
   }
@@ -51,29 +53,37 @@ Status capture_internal_pipes(pid_t pid, FilesDump& out, uint32_t& next_content)
   std::map<uint64_t, bool> captured;
   for (auto& r : out.fds) {
     auto it = ends.find(r.id.ino);
-    if (r.kind != image::FdKind::ExternalPipe || it == ends.end() || !it->second.first || !it->second.second)
+    if (r.kind != image::FdKind::ExternalPipe || it == ends.end() || !it->second.first ||
+        !it->second.second)
       continue;
     r.kind = image::FdKind::Pipe;
     if (captured[r.id.ino]) continue;
     captured[r.id.ino] = true;
     std::string src = fmt::format("/proc/{}/fd/{}", pid, r.fd);
     UniqueFd reader(::open(src.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
-    if (!reader) return fail_errno(fmt::format("process {}: opening pipe {} (fd {}) to copy its data", pid, r.path, r.fd));
+    if (!reader)
+      return fail_errno(
+          fmt::format("process {}: opening pipe {} (fd {}) to copy its data", pid, r.path, r.fd));
     int cap = ::fcntl(reader.get(), F_GETPIPE_SZ);
-    if (cap < 0) return fail_errno(fmt::format("process {}: reading the size of pipe {}", pid, r.path));
+    if (cap < 0)
+      return fail_errno(fmt::format("process {}: reading the size of pipe {}", pid, r.path));
     r.size_at_checkpoint = static_cast<uint64_t>(cap);
     int tmp[2];
-    if (::pipe2(tmp, O_CLOEXEC | O_NONBLOCK) < 0) return fail_errno("creating a pipe to copy pipe data");
+    if (::pipe2(tmp, O_CLOEXEC | O_NONBLOCK) < 0)
+      return fail_errno("creating a pipe to copy pipe data");
     UniqueFd tr(tmp[0]), tw(tmp[1]);
     ::fcntl(tw.get(), F_SETPIPE_SZ, cap);
     ssize_t n = ::tee(reader.get(), tw.get(), static_cast<size_t>(cap), SPLICE_F_NONBLOCK);
     if (n < 0 && errno != EAGAIN)
-      return fail_errno(fmt::format("process {}: copying the data of pipe {} with tee", pid, r.path));
+      return fail_errno(
+          fmt::format("process {}: copying the data of pipe {} with tee", pid, r.path));
     std::vector<uint8_t> data(n > 0 ? static_cast<size_t>(n) : 0);
     size_t got = 0;
     while (got < data.size()) {
       ssize_t k = ::read(tr.get(), data.data() + got, data.size() - got);
-      if (k <= 0) return fail_errno(fmt::format("process {}: reading the copied data of pipe {}", pid, r.path));
+      if (k <= 0)
+        return fail_errno(
+            fmt::format("process {}: reading the copied data of pipe {}", pid, r.path));
       got += static_cast<size_t>(k);
     }
     r.content_id = next_content++;
@@ -300,20 +310,26 @@ Result<UniqueFd> open_for_record(const image::FdRecord& r, const FileContents& c
 }
 
 // Recreates a pipe internal to the image: its capacity, then the data it held.
-Status create_pipe(const image::FdRecord& r, const FileContents& contents, UniqueFd* rd, UniqueFd* wr) {
+Status create_pipe(const image::FdRecord& r, const FileContents& contents, UniqueFd* rd,
+                   UniqueFd* wr) {
   int p[2];
-  if (::pipe2(p, O_CLOEXEC) < 0) return fail_errno(fmt::format("recreating pipe {} (fd {})", r.path, r.fd));
+  if (::pipe2(p, O_CLOEXEC) < 0)
+    return fail_errno(fmt::format("recreating pipe {} (fd {})", r.path, r.fd));
   rd->reset(p[0]);
   wr->reset(p[1]);
-  if (r.size_at_checkpoint && ::fcntl(p[1], F_SETPIPE_SZ, static_cast<int>(r.size_at_checkpoint)) < 0)
-    return fail_errno(fmt::format("restoring the size ({} bytes) of pipe {}", r.size_at_checkpoint, r.path));
+  if (r.size_at_checkpoint &&
+      ::fcntl(p[1], F_SETPIPE_SZ, static_cast<int>(r.size_at_checkpoint)) < 0)
+    return fail_errno(
+        fmt::format("restoring the size ({} bytes) of pipe {}", r.size_at_checkpoint, r.path));
   auto it = contents.find(r.content_id);
   if (it == contents.end()) return {};
   size_t off = 0;
   while (off < it->second.size()) {
     ssize_t n = ::write(p[1], it->second.data() + off, it->second.size() - off);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return fail_errno(fmt::format("refilling pipe {} with its {} saved bytes", r.path, it->second.size()));
+    if (n <= 0)
+      return fail_errno(
+          fmt::format("refilling pipe {} with its {} saved bytes", r.path, it->second.size()));
     off += static_cast<size_t>(n);
   }
   return {};
@@ -336,7 +352,7 @@ Status restore_files_in_standin(const std::vector<image::FdRecord>& fds,
   *keep_fd = moved;
 
   std::vector<std::pair<int, UniqueFd>> opened;
-  std::map<uint32_t, int> by_file_id;                // file_id -> an opened fd sharing it
+  std::map<uint32_t, int> by_file_id;                       // file_id -> an opened fd sharing it
   std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> pipes;  // pipe inode -> (read, write)
   for (const auto& r : fds) {
     UniqueFd fd;

@@ -1,8 +1,10 @@
 #include "resources/process.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/prctl.h>
 #include <signal.h>
+#include <sys/fsuid.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -56,12 +58,24 @@ Result<image::ProcessRecord> dump_process(const DumpTarget& t) {
   c.cap_inh = status.cap_inh, c.cap_prm = status.cap_prm, c.cap_eff = status.cap_eff;
   c.cap_bnd = status.cap_bnd, c.cap_amb = status.cap_amb;
 
+  // Asked of the process itself: reading another user's limits from outside would need
+  // CAP_SYS_RESOURCE.
   for (int r = 0; r < RLIM_NLIMITS; ++r) {
-    struct rlimit64 rl {};
-    if (::prlimit64(pid, static_cast<__rlimit_resource>(r), nullptr, &rl) < 0)
-      return fail_errno(fmt::format("reading resource limit {} of process {}", r, pid));
-    p.rlimits.push_back({rl.rlim_cur, rl.rlim_max});
+    CRKIT_TRY(t.main->check(fmt::format("reading resource limit {} of process {}", r, pid),
+                            SYS_prlimit64, {0, static_cast<uint64_t>(r), 0, t.scratch->addr()}));
+    CRKIT_ASSIGN(auto rl, t.scratch->get_struct<image::RLimit>(0));
+    p.rlimits.push_back(rl);
   }
+  if (status.seccomp != 0)
+    return fail(ENOTSUP,
+                fmt::format("process {} runs under a seccomp filter (mode {}), which crkit "
+                            "cannot restore: not checkpointed",
+                            pid, status.seccomp));
+  p.no_new_privs = status.no_new_privs ? 1 : 0;
+  CRKIT_ASSIGN(long dumpable,
+               t.main->check(fmt::format("reading the dumpable flag of process {}", pid), SYS_prctl,
+                             {PR_GET_DUMPABLE}));
+  p.dumpable = static_cast<uint32_t>(dumpable);
 
   auto& mm = p.mm;
   mm.start_code = st.start_code, mm.end_code = st.end_code;
@@ -124,9 +138,28 @@ Status apply_process_attrs_in_standin(const image::ProcessRecord& p, const Resto
   }
   if (::personality(p.personality) < 0)
     return fail_errno(fmt::format("restoring personality {:#x}", p.personality));
-  // A cr_restart with file capabilities makes its children non-dumpable; the restored
-  // process must be traceable (checkpointable) by its owner again.
+  // A cr_restart with file capabilities makes its children non-dumpable; the restorer must
+  // be able to trace the stand-in. The saved value is set at the end (restore_dumpable).
   ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+  return {};
+}
+
+Status assume_file_credentials(const image::ProcessRecord& p) {
+  if (::getuid() != 0 || p.creds.fsuid == 0) return {};
+  // Root restarting a user's image opens that user's files with that user's rights.
+  const auto& c = p.creds;
+  std::vector<gid_t> groups(c.groups.begin(), c.groups.end());
+  if (::setgroups(groups.size(), groups.data()) < 0)
+    return fail_errno(fmt::format("taking on the supplementary groups of uid {}", c.uid));
+  ::setfsgid(c.fsgid);
+  ::setfsuid(c.fsuid);
+  if (static_cast<uint32_t>(::setfsuid(static_cast<uid_t>(-1))) != c.fsuid)
+    return fail(EPERM, fmt::format("cannot take on the file-system uid {}", c.fsuid));
+  return {};
+}
+
+Status restore_dumpable(RestoreTarget& t, const image::ProcessRecord& p) {
+  CRKIT_TRY(t.main->check("restoring the dumpable flag", SYS_prctl, {PR_SET_DUMPABLE, p.dumpable}));
   return {};
 }
 

@@ -15,11 +15,17 @@ Result<image::ProcessRecord> dump_process(const DumpTarget& t);
 // personality, dumpable.
 Status apply_process_attrs_in_standin(const image::ProcessRecord& p, const RestoreTarget& t);
 
+// Runs in the stand-in first: when root restarts another user's image, files are opened
+// with that user's file-system ids and groups.
+Status assume_file_credentials(const image::ProcessRecord& p);
+
 // Remote, after the address space is in place.
 Status restore_mm_layout(RestoreTarget& t, const image::ProcessRecord& p);
 Status restore_sigactions(RestoreTarget& t, const image::ProcessRecord& p);
 Status restore_itimers(RestoreTarget& t, const image::ProcessRecord& p);
 Status restore_shared_pending(RestoreTarget& t, const image::ProcessRecord& p);
 Status restore_comm(RestoreTarget& t, const image::ProcessRecord& p);
+// Last, after the credentials (a change of uid resets it).
+Status restore_dumpable(RestoreTarget& t, const image::ProcessRecord& p);
 
 }  // namespace crkit::resources

@@ -157,11 +157,23 @@ Status restore_thread_state(RestoreTarget& t, const image::ThreadRecord& th) {
 }
 
 Status restore_thread_creds(RestoreTarget& t, const image::ThreadRecord& th,
-                            const image::Credentials& c) {
+                            const image::ProcessRecord& p) {
+  const image::Credentials& c = p.creds;
   inject::RemoteCaller rc = caller_for(t, th.tid);
   pid_t real = t.real_tid_of.at(th.tid);
   CRKIT_ASSIGN(proc::Status cur, proc::read_task_status(t.real_pid, real));
   const std::string who = fmt::format("thread {}", th.tid);
+  // The bounding set first: dropping needs CAP_SETPCAP, which a change of uid takes away.
+  constexpr uint64_t kCapSetPcap = 8;
+  for (uint64_t cap = 0; cap < 64; ++cap) {
+    if (!(cur.cap_bnd >> cap & 1) || (c.cap_bnd >> cap & 1)) continue;
+    if (!(cur.cap_eff >> kCapSetPcap & 1)) {
+      log::warn("cannot narrow the capability bounding set of {} (no CAP_SETPCAP)", who);
+      break;
+    }
+    CRKIT_TRY(rc.check(fmt::format("dropping capability {} from the bounding set of {}", cap, who),
+                       SYS_prctl, {PR_CAPBSET_DROP, cap}));
+  }
   bool ids_differ = cur.uid[0] != c.uid || cur.uid[1] != c.euid || cur.uid[2] != c.suid ||
                     cur.gid[0] != c.gid || cur.gid[1] != c.egid || cur.gid[2] != c.sgid;
   if (ids_differ) {
@@ -178,22 +190,29 @@ Status restore_thread_creds(RestoreTarget& t, const image::ThreadRecord& th,
     CRKIT_TRY(rc.check("restoring the user ids of " + who, SYS_setresuid, {c.uid, c.euid, c.suid}));
     CRKIT_ASSIGN(cur, proc::read_task_status(t.real_pid, real));
   }
-  // Capabilities: the saved ones, limited to what the thread (i.e. the restarter) holds now.
-  uint64_t prm = c.cap_prm & cur.cap_prm, eff = c.cap_eff & prm, inh = c.cap_inh & cur.cap_inh;
-  if (prm == cur.cap_prm && eff == cur.cap_eff && inh == cur.cap_inh) return {};
-  struct {
-    __user_cap_header_struct hdr;
-    __user_cap_data_struct data[2];
-  } caps{};
-  caps.hdr.version = _LINUX_CAPABILITY_VERSION_3;
-  caps.hdr.pid = 0;
-  caps.data[0] = {static_cast<uint32_t>(eff), static_cast<uint32_t>(prm),
-                  static_cast<uint32_t>(inh)};
-  caps.data[1] = {static_cast<uint32_t>(eff >> 32), static_cast<uint32_t>(prm >> 32),
-                  static_cast<uint32_t>(inh >> 32)};
-  CRKIT_ASSIGN(uint64_t addr, t.scratch->put_struct(0, caps));
-  CRKIT_TRY(rc.check("restoring the capabilities of " + who, SYS_capset,
-                     {addr, addr + sizeof(caps.hdr)}));
+  // Capabilities: the saved ones, limited to what the restarter holds; a restarter that is
+  // not root (a capable or namespaced cr_restart) gives none at all.
+  uint64_t want_prm = t.restarter_is_root ? c.cap_prm : 0;
+  uint64_t want_inh = t.restarter_is_root ? c.cap_inh : 0;
+  uint64_t prm = want_prm & cur.cap_prm, eff = c.cap_eff & prm, inh = want_inh & cur.cap_inh;
+  if (prm != cur.cap_prm || eff != cur.cap_eff || inh != cur.cap_inh) {
+    struct {
+      __user_cap_header_struct hdr;
+      __user_cap_data_struct data[2];
+    } caps{};
+    caps.hdr.version = _LINUX_CAPABILITY_VERSION_3;
+    caps.hdr.pid = 0;
+    caps.data[0] = {static_cast<uint32_t>(eff), static_cast<uint32_t>(prm),
+                    static_cast<uint32_t>(inh)};
+    caps.data[1] = {static_cast<uint32_t>(eff >> 32), static_cast<uint32_t>(prm >> 32),
+                    static_cast<uint32_t>(inh >> 32)};
+    CRKIT_ASSIGN(uint64_t addr, t.scratch->put_struct(0, caps));
+    CRKIT_TRY(rc.check("restoring the capabilities of " + who, SYS_capset,
+                       {addr, addr + sizeof(caps.hdr)}));
+  }
+  if (p.no_new_privs)
+    CRKIT_TRY(
+        rc.check("restoring no_new_privs of " + who, SYS_prctl, {PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0}));
   return {};
 }
 

@@ -28,8 +28,9 @@ Status restore_thread_state(RestoreTarget& t, const image::ThreadRecord& th);
 
 // Credentials and capabilities: never more than the restarter holds. Done last, because
 // dropping capabilities ends our ability to choose TIDs.
+// Also the capability bounding set and no_new_privs.
 Status restore_thread_creds(RestoreTarget& t, const image::ThreadRecord& th,
-                            const image::Credentials& c);
+                            const image::ProcessRecord& p);
 
 // Registers, FPU state and blocked mask, with interrupted system calls set up to re-run.
 Status restore_thread_registers(RestoreTarget& t, const image::ThreadRecord& th);
