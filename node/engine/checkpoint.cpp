@@ -89,13 +89,18 @@ Result<Checkpoint> checkpoint_process(pid_t pid, Scope scope, image::ImageWriter
     return std::make_tuple(std::move(p), std::move(threads));
   };
   auto collected = collect();
-  // The scratch area must go before memory is planned or the target released.
+  // smaps was read before the scratch area existed, so the plan does not include it.
+  resources::RemoteAccess remote{&main, &scratch};
+  auto planned = collected ? resources::plan_memory(pid, smaps, &remote)
+                           : Result<resources::MemoryPlan>(fail(collected.error()));
+  // The scratch area must go before memory is read or the target released.
   Status unmapped = scratch.unmap(main);
   if (!collected) return fail(collected.error());
+  if (!planned) return fail(planned.error());
   if (!unmapped) return fail(unmapped.error());
   auto& [proc_rec, threads] = *collected;
+  auto& plan = *planned;
 
-  CRKIT_ASSIGN(auto plan, resources::plan_memory(pid, smaps));
   CRKIT_ASSIGN(auto files, resources::dump_files(pid));
 
   image::ImageInfo info;

@@ -1,9 +1,11 @@
 #include "resources/memory.hpp"
 
 #include <fcntl.h>
+#include <linux/memfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -49,8 +51,10 @@ std::string prot_string(uint32_t p) {
 
 }  // namespace
 
-Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& smaps) {
+Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& smaps,
+                               const RemoteAccess* remote) {
   MemoryPlan plan;
+  std::vector<uint8_t> resident;
   CRKIT_ASSIGN(proc::Pagemap pm, proc::Pagemap::open(pid));
   std::vector<proc::PagemapEntry> entries;
   for (const auto& m : smaps) {
@@ -86,6 +90,9 @@ Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& sma
                         starts_with(m.path, "/memfd:"));
       if (anon_like || m.deleted || m.path.empty()) {
         v.kind = image::VmaKind::AnonShared;
+        // The shared-memory object's identity: mappings of one object are restored as one.
+        v.file.dev = makedev(m.dev_major, m.dev_minor);
+        v.file.ino = m.inode;
         if (m.deleted && !anon_like) v.vm_flags |= image::kVmFileDeleted;
         save_all = true;
       } else {
@@ -129,24 +136,29 @@ Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& sma
       };
       for (uint64_t a = m.start; a < m.end;) {
         uint64_t b = std::min(m.end, a + (uint64_t{1} << 16) * kPage);
-        if (save_all) {
-          for (uint64_t p = a; p < b; p += kPage) {
+        CRKIT_TRY(pm.read(a, b, entries));
+        if (save_all && remote) {
+          // Shared memory (or a deleted file's pages) may be populated without being mapped
+          // in this process: ask the process which pages are resident (mincore), instead of
+          // reading everything, which would allocate the whole object in the original.
+          const uint64_t n = (b - a) / kPage;
+          CRKIT_TRY(remote->caller->check(
+              fmt::format("asking process {} which pages of {:#x}-{:#x} are resident", pid, a, b),
+              SYS_mincore, {a, b - a, remote->scratch->addr()}));
+          resident.resize(n);
+          CRKIT_TRY(remote->scratch->get(0, resident));
+        }
+        for (size_t i = 0; i < entries.size(); ++i) {
+          const auto& e = entries[i];
+          bool want = (e.present() || e.swapped()) && (!anon_only || !e.file_or_shared_anon());
+          if (save_all) want = !remote || e.present() || e.swapped() || (resident[i] & 1);
+          uint64_t p = a + i * kPage;
+          if (want) {
+            if (run.npages && run.start + run.npages * kPage != p) flush();
             if (!run.npages) run = PageRun{p, 0, skip_zero};
             ++run.npages;
-          }
-        } else {
-          CRKIT_TRY(pm.read(a, b, entries));
-          for (size_t i = 0; i < entries.size(); ++i) {
-            const auto& e = entries[i];
-            bool want = (e.present() || e.swapped()) && (!anon_only || !e.file_or_shared_anon());
-            uint64_t p = a + i * kPage;
-            if (want) {
-              if (run.npages && run.start + run.npages * kPage != p) flush();
-              if (!run.npages) run = PageRun{p, 0, skip_zero};
-              ++run.npages;
-            } else if (run.npages) {
-              flush();
-            }
+          } else if (run.npages) {
+            flush();
           }
         }
         a = b;
@@ -335,6 +347,24 @@ Status rebuild_address_space(RestoreTarget& t, const std::vector<image::VmaRecor
   // 3. Create the saved mappings, writable while they are filled.
   std::map<std::string, long> fds;  // remote fds of mapped files, by path and mode
   Status st;
+  // Shared memory: one memfd per object (dev, inode), sized to cover all its mappings, so
+  // that several mappings of one object stay one object.
+  std::map<std::pair<uint64_t, uint64_t>, uint64_t> shm_size;
+  for (const auto& v : vmas)
+    if (v.kind == image::VmaKind::AnonShared && v.file.ino) {
+      auto& sz = shm_size[{v.file.dev, v.file.ino}];
+      sz = std::max(sz, v.pgoff + (v.end - v.start));
+    }
+  std::map<std::pair<uint64_t, uint64_t>, long> shm_fds;
+  for (const auto& [key, size] : shm_size) {
+    CRKIT_ASSIGN(uint64_t name, t.scratch->put_string(0, "crkit-shm"));
+    CRKIT_ASSIGN(long fd, t.main->check("creating a shared memory object", SYS_memfd_create,
+                                        {name, MFD_CLOEXEC}));
+    shm_fds[key] = fd;
+    fds[fmt::format("\2shm{}:{}", key.first, key.second)] = fd;  // closed with the others
+    CRKIT_TRY(t.main->check(fmt::format("sizing a shared memory object to {} bytes", size),
+                            SYS_ftruncate, {static_cast<uint64_t>(fd), size}));
+  }
   for (const auto& v : vmas) {
     if (v.kind == image::VmaKind::Vdso || v.kind == image::VmaKind::Vvar) continue;
     uint64_t len = v.end - v.start;
@@ -362,6 +392,10 @@ Status rebuild_address_space(RestoreTarget& t, const std::vector<image::VmaRecor
                                     static_cast<uint64_t>(rw ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0}));
         fds[key] = fd;
       }
+      pgoff = v.pgoff;
+    } else if (auto it = shm_fds.find({v.file.dev, v.file.ino});
+               v.kind == image::VmaKind::AnonShared && it != shm_fds.end()) {
+      fd = it->second;
       pgoff = v.pgoff;
     } else {
       flags |= MAP_ANONYMOUS;

@@ -41,7 +41,13 @@ struct MemoryStats {
 // Called as bytes are processed; returning false cancels the operation (ETIMEDOUT).
 using ProgressFn = std::function<bool(uint64_t done_bytes, uint64_t total_bytes)>;
 
-Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& smaps);
+// Remote calls into the frozen target, when available, refine the plan (mincore).
+struct RemoteAccess {
+  inject::RemoteCaller* caller = nullptr;
+  engine::RemoteScratch* scratch = nullptr;
+};
+Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& smaps,
+                               const RemoteAccess* remote = nullptr);
 Result<MemoryStats> write_memory_pages(pid_t pid, const MemoryPlan& plan, image::ImageWriter& w,
                                        const ProgressFn& progress);
 
