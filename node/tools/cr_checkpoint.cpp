@@ -335,34 +335,43 @@ class Destination {
     struct stat st {};
     if (::stat(o.file.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
       return crkit::fail(EISDIR, fmt::format("{} is a directory", o.file));
-    const int flags = O_WRONLY | O_CREAT | O_TRUNC | O_NOCTTY | O_CLOEXEC;
-    std::string path = o.file;
+    const int flags = O_WRONLY | O_CREAT | O_NOCTTY | O_CLOEXEC;
     switch (o.policy) {
       case FilePolicy::Atomic:
       case FilePolicy::Backup: {
+        // A unique temporary name: concurrent checkpoints to the same file must not write
+        // into each other's temporary file. The last rename wins; each image is complete.
         auto slash = o.file.rfind('/');
         std::string dir = slash == std::string::npos ? "" : o.file.substr(0, slash + 1);
         std::string base = slash == std::string::npos ? o.file : o.file.substr(slash + 1);
-        path = dir + "." + base + ".tmp";
-        ::unlink(path.c_str());
-        d.fd_ = ::open(path.c_str(), flags | O_EXCL, 0400);
-        if (d.fd_ >= 0) d.temp_ = path;
+        std::string tmpl = dir + "." + base + ".tmp.XXXXXX";
+        d.fd_ = ::mkostemp(tmpl.data(), O_CLOEXEC);
+        if (d.fd_ < 0)
+          return crkit::fail_errno(
+              fmt::format("creating checkpoint file {} (temporary {})", o.file, tmpl));
+        d.owned_.reset(d.fd_);
+        d.temp_ = tmpl;
+        if (::fchmod(d.fd_, 0400) < 0)
+          return crkit::fail_errno(fmt::format(
+              "creating checkpoint file {} (temporary {}): setting mode 0400", o.file, tmpl));
         break;
       }
-      case FilePolicy::Clobber:
-        if (::access(path.c_str(), F_OK) == 0 && ::access(path.c_str(), W_OK) != 0)
-          ::unlink(path.c_str());
-        d.fd_ = ::open(path.c_str(), flags, 0400);
-        if (d.fd_ >= 0) d.created_ = path;
+      case FilePolicy::Clobber: {
+        if (::access(o.file.c_str(), F_OK) == 0 && ::access(o.file.c_str(), W_OK) != 0)
+          ::unlink(o.file.c_str());
+        CRKIT_TRY(d.open_clobber(o.file, flags));
         break;
+      }
       case FilePolicy::NoClobber:
         // Only a file we created is ours to remove on failure, never an existing one.
-        d.fd_ = ::open(path.c_str(), flags | O_EXCL, 0400);
-        if (d.fd_ >= 0) d.created_ = path;
+        d.fd_ = ::open(o.file.c_str(), flags | O_EXCL, 0400);
+        if (d.fd_ < 0) return crkit::fail_errno(fmt::format("creating checkpoint file {}", o.file));
+        d.owned_.reset(d.fd_);
+        d.created_ = o.file;
+        if (::fchmod(d.fd_, 0400) < 0)
+          return crkit::fail_errno(fmt::format("setting mode 0400 on checkpoint file {}", o.file));
         break;
     }
-    if (d.fd_ < 0) return crkit::fail_errno(fmt::format("creating checkpoint file {}", path));
-    d.owned_.reset(d.fd_);
     d.backup_ = o.policy == FilePolicy::Backup;
     d.backup_name_ = o.backup_name;
     return d;
@@ -372,9 +381,16 @@ class Destination {
   const std::string& name() const { return name_; }
   const std::string& final_path() const { return final_; }
 
-  Status commit(bool sync) {
+  // Makes the written image durable (a no-op without --sync or for a pipe or socket).
+  Status sync_data(bool sync) {
     if (sync && ::fsync(fd_) < 0 && errno != EINVAL && errno != EROFS)
       return crkit::fail_errno(fmt::format("syncing {}", name_));
+    return {};
+  }
+
+  // Gives the image its final name (keeping the old file with --backup); after this the image
+  // is the user's and abandon() no longer removes it.
+  Status publish(bool sync) {
     if (!temp_.empty()) {
       if (backup_ && ::access(final_.c_str(), F_OK) == 0) {
         std::string b = backup_name_;
@@ -412,11 +428,103 @@ class Destination {
 
  private:
   Destination() = default;
+
+  // --clobber: overwrite path in place. A regular file ends up with mode 0400 like every
+  // image; one we may write but not chmod (someone else's) is replaced by a file of our own,
+  // as a read-only one is. Anything else (a FIFO, a device) is written to as it is and never
+  // removed on failure.
+  Status open_clobber(const std::string& path, int flags) {
+    UniqueFd fd(::open(path.c_str(), flags, 0400));
+    if (!fd) return crkit::fail_errno(fmt::format("creating checkpoint file {}", path));
+    struct stat st {};
+    if (::fstat(fd.get(), &st) < 0)
+      return crkit::fail_errno(fmt::format("checkpoint file {}", path));
+    if (S_ISREG(st.st_mode)) {
+      if (::fchmod(fd.get(), 0400) < 0) {
+        if (errno != EPERM)
+          return crkit::fail_errno(fmt::format("setting mode 0400 on checkpoint file {}", path));
+        fd.reset();
+        if (::unlink(path.c_str()) < 0)
+          return crkit::fail_errno(fmt::format("replacing checkpoint file {}", path));
+        fd.reset(::open(path.c_str(), flags | O_EXCL, 0400));
+        if (!fd) return crkit::fail_errno(fmt::format("creating checkpoint file {}", path));
+        if (::fchmod(fd.get(), 0400) < 0)
+          return crkit::fail_errno(fmt::format("setting mode 0400 on checkpoint file {}", path));
+      }
+      if (::ftruncate(fd.get(), 0) < 0)
+        return crkit::fail_errno(fmt::format("truncating checkpoint file {}", path));
+      created_ = path;
+    }
+    fd_ = fd.get();
+    owned_ = std::move(fd);
+    return {};
+  }
+
   int fd_ = -1;
   UniqueFd owned_;
   std::string name_, final_, temp_, created_, backup_name_;
   bool backup_ = false;
 };
+
+// Signals that would kill cr_checkpoint. Dying in the middle of a remote system call in the
+// frozen target would leave it with clobbered registers (the kernel detaches it as it is), so
+// they are blocked from before the target is frozen until it is released; the checkpoint polls
+// for them between pieces of work, cancels (releasing the target untouched) and afterwards
+// cr_checkpoint dies of the signal, so that its caller sees what happened. Only signals that
+// would have killed us count: ones the caller left ignored or blocked stay that way.
+class TerminatingSignals {
+ public:
+  // include_alarm: SIGALRM too (it is the -t timer's when a time limit is given).
+  void block(bool include_alarm) {
+    sigemptyset(&set_);
+    sigset_t inherited;
+    ::sigprocmask(SIG_BLOCK, nullptr, &inherited);
+    auto add = [&](int sig) {
+      struct sigaction sa {};
+      if (::sigaction(sig, nullptr, &sa) < 0) return;
+      if (sa.sa_handler != SIG_DFL || sigismember(&inherited, sig)) return;
+      sigaddset(&set_, sig);
+    };
+    for (int sig : {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGXCPU, SIGXFSZ, SIGVTALRM,
+                    SIGPROF, SIGSTKFLT, SIGPWR})
+      add(sig);
+    if (include_alarm) add(SIGALRM);
+    for (int sig = SIGRTMIN; sig <= SIGRTMAX; ++sig) add(sig);
+    ::sigprocmask(SIG_BLOCK, &set_, nullptr);
+  }
+
+  // The lowest-numbered one of them that is pending, or 0.
+  int pending() const {
+    sigset_t p;
+    if (::sigpending(&p) < 0) return 0;
+    for (int sig = 1; sig < NSIG; ++sig)
+      if (sigismember(&set_, sig) == 1 && sigismember(&p, sig) == 1) return sig;
+    return 0;
+  }
+
+  // Lets the pending signal sig take its default action: terminate cr_checkpoint. Called only
+  // once the target has been released (or killed) and partial files removed.
+  [[noreturn]] static void die_of(int sig) {
+    std::fflush(stdout);
+    std::fflush(stderr);
+    ::signal(sig, SIG_DFL);
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, sig);
+    ::sigprocmask(SIG_UNBLOCK, &one, nullptr);  // delivered here
+    ::raise(sig);
+    ::_exit(128 + sig);
+  }
+
+ private:
+  sigset_t set_{};
+};
+
+std::string signal_name(int sig) {
+  const char* abbrev = ::sigabbrev_np(sig);
+  if (abbrev) return fmt::format("SIG{}", abbrev);
+  return fmt::format("signal {}", sig);
+}
 
 int fail_exit(const Error& e) {
   crkit::log::error("checkpoint failed: {}", e.message);
@@ -424,35 +532,40 @@ int fail_exit(const Error& e) {
   return code ? code : 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  crkit::log::set_program("cr_checkpoint");
-  Options o = parse(argc, argv);
-  ::signal(SIGPIPE, SIG_IGN);
-  if (o.timeout) {
-    // The time limit is checked between pieces of work, never in the middle of a remote call,
-    // so running out of time releases the target untouched.
-    struct sigaction sa {};
-    sa.sa_handler = [](int) { g_timed_out = 1; };
-    sa.sa_flags = SA_RESTART;
-    ::sigaction(SIGALRM, &sa, nullptr);
-    ::alarm(o.timeout);
-  }
-
+// The checkpoint proper. Every way out of here has released (or, for --kill, killed) the target
+// and removed any partial file; main() then lets a pending terminating signal end us.
+int checkpoint(const Options& o, const TerminatingSignals& term) {
   auto t0 = std::chrono::steady_clock::now();
   auto pid = crkit::engine::resolve_scope(o.scope, o.id);
   if (!pid) return fail_exit(pid.error());
   auto dest = Destination::open(o);
   if (!dest) return fail_exit(dest.error());
 
+  // A signal before the image is complete and has its final name cancels the checkpoint: the
+  // target is released untouched and the partial file removed.
+  auto cancelled_by = [&](int sig) {
+    crkit::log::error("checkpoint of process {} cancelled by {}; the process was left running",
+                      *pid, signal_name(sig));
+    return 128 + sig;
+  };
+  if (int sig = term.pending()) {  // before anything is frozen
+    dest->abandon();
+    return cancelled_by(sig);
+  }
+
   crkit::image::ImageWriter writer(dest->fd(), dest->name());
   crkit::tools::Progress progress(
       ::isatty(2) && crkit::log::threshold() >= crkit::log::Level::Normal, "cr_checkpoint");
   auto ck = crkit::engine::checkpoint_process(*pid, o.scope, writer, [&](uint64_t d, uint64_t t) {
     progress(d, t);
-    return g_timed_out == 0;
+    return g_timed_out == 0 && term.pending() == 0;
   });
+  // The progress callback runs only between chunks of memory: look again now.
+  if (int sig = term.pending()) {
+    if (ck) ck->frozen.release();  // on error the engine has released it already
+    dest->abandon();
+    return cancelled_by(sig);
+  }
   if (ck && g_timed_out) {
     dest->abandon();
     ck->frozen.release();
@@ -466,9 +579,16 @@ int main(int argc, char** argv) {
       return fail_exit(Error{ESRCH, "no processes checkpointed: " + ck.error().message});
     return fail_exit(ck.error());
   }
-  if (Status s = dest->commit(o.sync); !s) {
+  Status committed = dest->sync_data(o.sync);
+  if (int sig = term.pending()) {  // fsync of a large image takes a while
+    ck->frozen.release();
     dest->abandon();
-    return fail_exit(s.error());  // ck goes out of scope: the target is released untouched
+    return cancelled_by(sig);
+  }
+  if (committed) committed = dest->publish(o.sync);
+  if (!committed) {
+    dest->abandon();
+    return fail_exit(committed.error());  // ck goes out of scope: the target is released untouched
   }
   auto t_dumped = std::chrono::steady_clock::now();
   if (o.signal == SIGKILL) {
@@ -476,6 +596,13 @@ int main(int argc, char** argv) {
   } else {
     ck->frozen.release();
     if (o.signal) ::kill(*pid, o.signal);
+  }
+  // The image is complete and in place; a signal that came since still decides our status.
+  if (int sig = term.pending()) {
+    crkit::log::error("checkpointed process {} into {}, then received {}", *pid,
+                      dest->final_path().empty() ? dest->name() : dest->final_path(),
+                      signal_name(sig));
+    return 128 + sig;
   }
   auto t1 = std::chrono::steady_clock::now();
   double frozen = std::chrono::duration<double>(t_dumped - t0).count();
@@ -498,4 +625,29 @@ int main(int argc, char** argv) {
     std::printf("%s\n", j.dump(2).c_str());
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  crkit::log::set_program("cr_checkpoint");
+  Options o = parse(argc, argv);
+  ::signal(SIGPIPE, SIG_IGN);
+  // Before anything is frozen: from here on a terminating signal only cancels the checkpoint.
+  TerminatingSignals term;
+  term.block(o.timeout == 0);
+  if (o.timeout) {
+    // The time limit is checked between pieces of work, never in the middle of a remote call,
+    // so running out of time releases the target untouched.
+    struct sigaction sa {};
+    sa.sa_handler = [](int) { g_timed_out = 1; };
+    sa.sa_flags = SA_RESTART;
+    ::sigaction(SIGALRM, &sa, nullptr);
+    ::alarm(o.timeout);
+  }
+  int rc = checkpoint(o, term);
+  // The target is released and partial files are gone: a terminating signal that arrived
+  // meanwhile now ends us, so that our caller sees it.
+  if (int sig = term.pending()) TerminatingSignals::die_of(sig);
+  return rc;
 }
