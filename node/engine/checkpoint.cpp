@@ -73,7 +73,10 @@ Result<pid_t> resolve_scope(Scope scope, pid_t id) {
 
 Result<Checkpoint> checkpoint_process(pid_t pid, Scope scope, image::ImageWriter& w,
                                       const resources::ProgressFn& progress) {
-  CRKIT_ASSIGN(inject::FrozenProcess frozen, inject::FrozenProcess::freeze(pid));
+  // The progress callback doubles as the cancellation check while threads are stopping.
+  std::function<bool()> keep_going;
+  if (progress) keep_going = [&progress]() { return progress(0, 0); };
+  CRKIT_ASSIGN(inject::FrozenProcess frozen, inject::FrozenProcess::freeze(pid, keep_going));
   // From here on, returning an error destroys `frozen`, which releases the target.
   CRKIT_ASSIGN(auto smaps, proc::read_smaps(pid));
   CRKIT_ASSIGN(uint64_t site, inject::find_syscall_site(pid));

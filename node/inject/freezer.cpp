@@ -25,13 +25,14 @@ FrozenProcess::FrozenProcess(FrozenProcess&& o) noexcept
       tids_(std::move(o.tids_)),
       was_stopped_(o.was_stopped_),
       attached_(std::exchange(o.attached_, false)),
+      frozen_(o.frozen_),
       stashed_(std::move(o.stashed_)) {}
 
 FrozenProcess::~FrozenProcess() {
   release();
 }
 
-Result<FrozenProcess> FrozenProcess::freeze(pid_t pid) {
+Result<FrozenProcess> FrozenProcess::freeze(pid_t pid, const std::function<bool()>& keep_going) {
   if (pid <= 0) return fail(ESRCH, fmt::format("invalid process id {}", pid));
   if (::kill(pid, 0) < 0 && errno == ESRCH)
     return fail(ESRCH, fmt::format("process {} does not exist", pid));
@@ -82,8 +83,8 @@ Result<FrozenProcess> FrozenProcess::freeze(pid_t pid) {
   std::vector<pid_t> alive;
   for (pid_t t : fp.tids_) {
     for (;;) {
-      auto s = wait_thread(t);
-      if (!s) return fail(s.error());
+      auto s = wait_thread_while(t, keep_going);
+      if (!s) return fail(s.error().context(fmt::format("freezing process {}", pid)));
       if (s->kind == StopInfo::Exited) break;
       if (s->kind == StopInfo::EventStop) {
         alive.push_back(t);
@@ -101,6 +102,7 @@ Result<FrozenProcess> FrozenProcess::freeze(pid_t pid) {
   fp.tids_ = alive;
   if (fp.tids_.empty() || std::find(alive.begin(), alive.end(), pid) == alive.end())
     return fail(ESRCH, fmt::format("process {} exited while it was being frozen", pid));
+  fp.frozen_ = true;
   log::debug("froze process {} ({} threads)", pid, fp.tids_.size());
   return fp;
 }
@@ -134,7 +136,17 @@ Status FrozenProcess::requeue_stashed() {
 void FrozenProcess::release() {
   if (!attached_) return;
   attached_ = false;
-  (void)requeue_stashed();
+  // Remote calls need every thread stopped; after a failed freeze the stashed signals are
+  // given back through PTRACE_DETACH's signal argument instead (one per thread).
+  if (frozen_) {
+    (void)requeue_stashed();
+  } else {
+    for (auto& [tid, infos] : stashed_) {
+      int sig = 0;
+      if (!infos.empty()) std::memcpy(&sig, infos.front().data(), sizeof(sig));
+      ::ptrace(PTRACE_DETACH, tid, 0, sig);
+    }
+  }
   for (pid_t t : tids_) ::ptrace(PTRACE_DETACH, t, 0, 0);
   // Detaching resumes a thread that was in group-stop; put a stopped process back.
   if (was_stopped_) ::kill(pid_, SIGSTOP);

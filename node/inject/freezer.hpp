@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <vector>
 
@@ -16,7 +17,9 @@ class FrozenProcess {
  public:
   // Seizes and stops all threads of pid. Fails with ESRCH (no such process), EPERM (not
   // ours to trace), CR_EPTRACED (already traced by someone else).
-  static Result<FrozenProcess> freeze(pid_t pid);
+  // keep_going, when given, is polled while waiting for threads to stop; when it returns
+  // false the freeze gives up with ETIMEDOUT (e.g. a thread parked in vfork()).
+  static Result<FrozenProcess> freeze(pid_t pid, const std::function<bool()>& keep_going = {});
 
   FrozenProcess(FrozenProcess&&) noexcept;
   FrozenProcess& operator=(FrozenProcess&&) = delete;
@@ -44,6 +47,7 @@ class FrozenProcess {
   std::vector<pid_t> tids_;
   bool was_stopped_ = false;
   bool attached_ = false;
+  bool frozen_ = false;  // every thread reached its stop (remote calls are possible)
   std::map<pid_t, std::vector<std::vector<uint8_t>>> stashed_;
 };
 

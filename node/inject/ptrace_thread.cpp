@@ -13,6 +13,10 @@
 
 namespace crkit::inject {
 
+namespace {
+StopInfo decode_status(int status);
+}  // namespace
+
 Result<StopInfo> wait_thread(pid_t tid) {
   int status = 0;
   for (;;) {
@@ -21,6 +25,26 @@ Result<StopInfo> wait_thread(pid_t tid) {
     if (r < 0 && errno == EINTR) continue;
     return fail_errno(fmt::format("waiting for thread {}", tid));
   }
+  return decode_status(status);
+}
+
+Result<StopInfo> wait_thread_while(pid_t tid, const std::function<bool()>& keep_going) {
+  if (!keep_going) return wait_thread(tid);
+  for (;;) {
+    int status = 0;
+    pid_t r = ::waitpid(tid, &status, __WALL | WNOHANG);
+    if (r == tid) return decode_status(status);
+    if (r < 0 && errno != EINTR) return fail_errno(fmt::format("waiting for thread {}", tid));
+    if (!keep_going())
+      return fail(ETIMEDOUT, fmt::format("thread {} did not stop in time (it may be in an "
+                                         "uninterruptible wait, e.g. vfork)",
+                                         tid));
+    ::usleep(1000);
+  }
+}
+
+namespace {
+StopInfo decode_status(int status) {
   StopInfo s;
   s.status = status;
   if (WIFEXITED(status) || WIFSIGNALED(status)) {
@@ -42,6 +66,7 @@ Result<StopInfo> wait_thread(pid_t tid) {
   }
   return s;
 }
+}  // namespace
 
 Result<Regs> get_regs(pid_t tid) {
   Regs r{};

@@ -5,6 +5,7 @@
 #include <sys/user.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "common/result.hpp"
@@ -22,6 +23,8 @@ struct StopInfo {
 
 // Waits for tid (a tracee) to change state; retries on EINTR.
 Result<StopInfo> wait_thread(pid_t tid);
+// Like wait_thread, polling, while keep_going() says so; ETIMEDOUT when it stops saying so.
+Result<StopInfo> wait_thread_while(pid_t tid, const std::function<bool()>& keep_going);
 
 Result<Regs> get_regs(pid_t tid);
 Status set_regs(pid_t tid, const Regs& r);
