@@ -119,4 +119,20 @@ crt_run busy 30 "$CR_RESTART" --run-on-fail-temp="exit 42" "$T/h.img"
 crt_expect_rc busy 42 "cr_restart of a busy PID runs --run-on-fail-temp, whose status it returns"
 kill "$pid"
 crt_reap "$pid" 143 "cleanup"
+# --- -t bounds freezing: a process parked in vfork() cannot stop ------------------------------
+VF=$(crt_example vfork_parent) || exit 1
+rm -f "$T/ready"
+CRKIT_READY="$T/ready" "$VF" "$T/vf.txt" 6 </dev/null >"$T/vf.log" 2>&1 &
+pid=$!
+crt_wait_ready "$T/ready" "$pid"
+sleep 0.3
+start=$SECONDS
+crt_run vfork 30 "$CR_CHECKPOINT" -p -t 2 -f "$T/vf.img" "$pid"
+crt_expect_rc vfork 110 "cr_checkpoint -t 2 of a process stuck in vfork() gives up (ETIMEDOUT)"
+crt_check "it gave up within the limit, left no image and no tracer"
+((SECONDS - start <= 5)) || crt_fail "cr_checkpoint took $((SECONDS - start)) s with -t 2"
+[[ ! -e $T/vf.img ]] || crt_fail "an image was left"
+[[ $(awk '/^TracerPid:/ { print $2 }' "/proc/$pid/status") == 0 ]] || crt_fail "process $pid is still traced"
+crt_reap "$pid" 0 "the vfork parent finishes normally"
+[[ $(cat "$T/vf.txt") == done ]] || crt_fail "vfork_parent wrote '$(cat "$T/vf.txt")'"
 crt_pass
