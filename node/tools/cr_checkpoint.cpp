@@ -86,14 +86,6 @@ enum LongOnly {
   kBackup,
   kClobber,
   kNoClobber,
-  kRun,
-  kStop,
-  kTerm,
-  kAbort,
-  kKill,
-  kCont,
-  kEarlyStop,
-  kEarlyAbrt,
   kSync,
   kNoSync,
   kSaveExe,
@@ -124,52 +116,53 @@ Options parse(int argc, char** argv) {
   bool quiet = false;
   for (int i = 1; i < argc; ++i)
     if (!std::strcmp(argv[i], "-q") || !std::strcmp(argv[i], "--quiet")) quiet = true;
-  static const option longopts[] = {{"verbose", no_argument, nullptr, 'v'},
-                                    {"quiet", no_argument, nullptr, 'q'},
-                                    {"help", no_argument, nullptr, 'h'},
-                                    {"version", no_argument, nullptr, kVersion},
-                                    {"tree", no_argument, nullptr, 'T'},
-                                    {"pid", no_argument, nullptr, 'p'},
-                                    {"process", no_argument, nullptr, 'p'},
-                                    {"pgid", no_argument, nullptr, 'g'},
-                                    {"group", no_argument, nullptr, 'g'},
-                                    {"sid", no_argument, nullptr, 's'},
-                                    {"session", no_argument, nullptr, 's'},
-                                    {"cwd", no_argument, nullptr, 'c'},
-                                    {"file", required_argument, nullptr, 'f'},
-                                    {"fd", required_argument, nullptr, 'F'},
-                                    {"dir", required_argument, nullptr, 'd'},
-                                    {"atomic", no_argument, nullptr, kAtomic},
-                                    {"backup", optional_argument, nullptr, kBackup},
-                                    {"clobber", no_argument, nullptr, kClobber},
-                                    {"noclobber", no_argument, nullptr, kNoClobber},
-                                    {"run", no_argument, nullptr, kRun},
-                                    {"signal", required_argument, nullptr, 'S'},
-                                    {"stop", no_argument, nullptr, kStop},
-                                    {"term", no_argument, nullptr, kTerm},
-                                    {"abort", no_argument, nullptr, kAbort},
-                                    {"kill", no_argument, nullptr, kKill},
-                                    {"cont", no_argument, nullptr, kCont},
-                                    {"early-stop", no_argument, nullptr, kEarlyStop},
-                                    {"early-abrt", no_argument, nullptr, kEarlyAbrt},
-                                    {"sync", no_argument, nullptr, kSync},
-                                    {"nosync", no_argument, nullptr, kNoSync},
-                                    {"save-exe", no_argument, nullptr, kSaveExe},
-                                    {"save-private", no_argument, nullptr, kSavePrivate},
-                                    {"save-shared", no_argument, nullptr, kSaveShared},
-                                    {"save-all", no_argument, nullptr, kSaveAll},
-                                    {"save-none", no_argument, nullptr, kSaveNone},
-                                    {"ptraced-error", no_argument, nullptr, kPtracedError},
-                                    {"ptraced-skip", no_argument, nullptr, kPtracedSkip},
-                                    {"ptraced-allow", no_argument, nullptr, kPtracedAllow},
-                                    {"ptracer-error", no_argument, nullptr, kPtracerError},
-                                    {"ptracer-skip", no_argument, nullptr, kPtracerSkip},
-                                    {"kmsg-none", no_argument, nullptr, kKmsgNone},
-                                    {"kmsg-error", no_argument, nullptr, kKmsgError},
-                                    {"kmsg-warning", no_argument, nullptr, kKmsgWarning},
-                                    {"time", required_argument, nullptr, 't'},
-                                    {"json", no_argument, nullptr, kJson},
-                                    {nullptr, 0, nullptr, 0}};
+  static const option longopts[] = {
+      {"verbose", no_argument, nullptr, 'v'},
+      {"quiet", no_argument, nullptr, 'q'},
+      {"help", no_argument, nullptr, 'h'},
+      {"version", no_argument, nullptr, kVersion},
+      {"tree", no_argument, nullptr, 'T'},
+      {"pid", no_argument, nullptr, 'p'},
+      {"process", no_argument, nullptr, 'p'},
+      {"pgid", no_argument, nullptr, 'g'},
+      {"group", no_argument, nullptr, 'g'},
+      {"sid", no_argument, nullptr, 's'},
+      {"session", no_argument, nullptr, 's'},
+      {"cwd", no_argument, nullptr, 'c'},
+      {"file", required_argument, nullptr, 'f'},
+      {"fd", required_argument, nullptr, 'F'},
+      {"dir", required_argument, nullptr, 'd'},
+      {"atomic", no_argument, nullptr, kAtomic},
+      {"backup", optional_argument, nullptr, kBackup},
+      {"clobber", no_argument, nullptr, kClobber},
+      {"noclobber", no_argument, nullptr, kNoClobber},
+      {"run", no_argument, nullptr, crkit::tools::kOptRun},
+      {"signal", required_argument, nullptr, 'S'},
+      {"stop", no_argument, nullptr, crkit::tools::kOptStop},
+      {"term", no_argument, nullptr, crkit::tools::kOptTerm},
+      {"abort", no_argument, nullptr, crkit::tools::kOptAbort},
+      {"kill", no_argument, nullptr, crkit::tools::kOptKill},
+      {"cont", no_argument, nullptr, crkit::tools::kOptCont},
+      {"early-stop", no_argument, nullptr, crkit::tools::kOptEarlyStop},
+      {"early-abrt", no_argument, nullptr, crkit::tools::kOptEarlyAbrt},
+      {"sync", no_argument, nullptr, kSync},
+      {"nosync", no_argument, nullptr, kNoSync},
+      {"save-exe", no_argument, nullptr, kSaveExe},
+      {"save-private", no_argument, nullptr, kSavePrivate},
+      {"save-shared", no_argument, nullptr, kSaveShared},
+      {"save-all", no_argument, nullptr, kSaveAll},
+      {"save-none", no_argument, nullptr, kSaveNone},
+      {"ptraced-error", no_argument, nullptr, kPtracedError},
+      {"ptraced-skip", no_argument, nullptr, kPtracedSkip},
+      {"ptraced-allow", no_argument, nullptr, kPtracedAllow},
+      {"ptracer-error", no_argument, nullptr, kPtracerError},
+      {"ptracer-skip", no_argument, nullptr, kPtracerSkip},
+      {"kmsg-none", no_argument, nullptr, kKmsgNone},
+      {"kmsg-error", no_argument, nullptr, kKmsgError},
+      {"kmsg-warning", no_argument, nullptr, kKmsgWarning},
+      {"time", required_argument, nullptr, 't'},
+      {"json", no_argument, nullptr, kJson},
+      {nullptr, 0, nullptr, 0}};
   int c;
   opterr = 0;
   while ((c = getopt_long(argc, argv, "vqh?TpgscF:f:d:S:t:", longopts, nullptr)) != -1) {
@@ -236,29 +229,9 @@ Options parse(int argc, char** argv) {
       case kNoClobber:
         o.policy = FilePolicy::NoClobber;
         break;
-      case kRun:
-        o.signal = 0;
-        break;
       case 'S':
         if (!crkit::tools::parse_signal_number(optarg, &o.signal))
           usage_error(quiet, fmt::format("invalid signal number '{}'", optarg));
-        break;
-      case kStop:
-      case kEarlyStop:
-        o.signal = SIGSTOP;
-        break;
-      case kTerm:
-        o.signal = SIGTERM;
-        break;
-      case kAbort:
-      case kEarlyAbrt:
-        o.signal = SIGABRT;
-        break;
-      case kKill:
-        o.signal = SIGKILL;
-        break;
-      case kCont:
-        o.signal = SIGCONT;
         break;
       case kSync:
         o.sync = true;
@@ -297,6 +270,10 @@ Options parse(int argc, char** argv) {
         o.json = true;
         break;
       default:
+        if (int sig = crkit::tools::signal_of_option(c); sig >= 0) {
+          o.signal = sig;  // --run/--stop/--term/--abort/--kill/--cont: last one wins
+          break;
+        }
         usage_error(quiet, "");
     }
   }

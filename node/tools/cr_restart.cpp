@@ -69,15 +69,7 @@ void usage(FILE* f) {
 }
 
 enum LongOnly {
-  kRun = 1000,
-  kStop,
-  kTerm,
-  kAbort,
-  kKill,
-  kCont,
-  kEarlyStop,
-  kEarlyAbrt,
-  kOmitMaybe,
+  kOmitMaybe = 1000,
   kOmitAlways,
   kOmitNever,
   kOnSuccess,
@@ -141,43 +133,44 @@ Options parse(int argc, char** argv) {
   bool quiet = false;
   for (int i = 1; i < argc; ++i)
     if (!std::strcmp(argv[i], "-q") || !std::strcmp(argv[i], "--quiet")) quiet = true;
-  static const option longopts[] = {{"help", no_argument, nullptr, 'h'},
-                                    {"version", no_argument, nullptr, 'v'},
-                                    {"quiet", no_argument, nullptr, 'q'},
-                                    {"verbose", no_argument, nullptr, kVerbose},
-                                    {"file", required_argument, nullptr, 'f'},
-                                    {"fd", required_argument, nullptr, 'F'},
-                                    {"dir", required_argument, nullptr, 'd'},
-                                    {"run", no_argument, nullptr, kRun},
-                                    {"signal", required_argument, nullptr, 'S'},
-                                    {"stop", no_argument, nullptr, kStop},
-                                    {"freeze", no_argument, nullptr, kStop},
-                                    {"term", no_argument, nullptr, kTerm},
-                                    {"abort", no_argument, nullptr, kAbort},
-                                    {"kill", no_argument, nullptr, kKill},
-                                    {"cont", no_argument, nullptr, kCont},
-                                    {"early-stop", no_argument, nullptr, kEarlyStop},
-                                    {"early-abrt", no_argument, nullptr, kEarlyAbrt},
-                                    {"omit-maybe", no_argument, nullptr, kOmitMaybe},
-                                    {"omit-always", no_argument, nullptr, kOmitAlways},
-                                    {"omit-never", no_argument, nullptr, kOmitNever},
-                                    {"run-on-success", required_argument, nullptr, kOnSuccess},
-                                    {"run-on-fail-args", required_argument, nullptr, kFailArgs},
-                                    {"run-on-fail-temp", required_argument, nullptr, kFailTemp},
-                                    {"run-on-fail-env", required_argument, nullptr, kFailEnv},
-                                    {"run-on-fail-perm", required_argument, nullptr, kFailPerm},
-                                    {"run-on-failure", required_argument, nullptr, kFailAll},
-                                    {"relocate", required_argument, nullptr, kRelocate},
-                                    {"restore-pid", no_argument, nullptr, kRestorePid},
-                                    {"no-restore-pid", no_argument, nullptr, kNoRestorePid},
-                                    {"restore-pgid", no_argument, nullptr, kRestorePgid},
-                                    {"no-restore-pgid", no_argument, nullptr, kNoRestorePgid},
-                                    {"restore-sid", no_argument, nullptr, kRestoreSid},
-                                    {"no-restore-sid", no_argument, nullptr, kNoRestoreSid},
-                                    {"kmsg-none", no_argument, nullptr, kKmsgNone},
-                                    {"kmsg-error", no_argument, nullptr, kKmsgError},
-                                    {"kmsg-warning", no_argument, nullptr, kKmsgWarning},
-                                    {nullptr, 0, nullptr, 0}};
+  static const option longopts[] = {
+      {"help", no_argument, nullptr, 'h'},
+      {"version", no_argument, nullptr, 'v'},
+      {"quiet", no_argument, nullptr, 'q'},
+      {"verbose", no_argument, nullptr, kVerbose},
+      {"file", required_argument, nullptr, 'f'},
+      {"fd", required_argument, nullptr, 'F'},
+      {"dir", required_argument, nullptr, 'd'},
+      {"run", no_argument, nullptr, crkit::tools::kOptRun},
+      {"signal", required_argument, nullptr, 'S'},
+      {"stop", no_argument, nullptr, crkit::tools::kOptStop},
+      {"freeze", no_argument, nullptr, crkit::tools::kOptStop},
+      {"term", no_argument, nullptr, crkit::tools::kOptTerm},
+      {"abort", no_argument, nullptr, crkit::tools::kOptAbort},
+      {"kill", no_argument, nullptr, crkit::tools::kOptKill},
+      {"cont", no_argument, nullptr, crkit::tools::kOptCont},
+      {"early-stop", no_argument, nullptr, crkit::tools::kOptEarlyStop},
+      {"early-abrt", no_argument, nullptr, crkit::tools::kOptEarlyAbrt},
+      {"omit-maybe", no_argument, nullptr, kOmitMaybe},
+      {"omit-always", no_argument, nullptr, kOmitAlways},
+      {"omit-never", no_argument, nullptr, kOmitNever},
+      {"run-on-success", required_argument, nullptr, kOnSuccess},
+      {"run-on-fail-args", required_argument, nullptr, kFailArgs},
+      {"run-on-fail-temp", required_argument, nullptr, kFailTemp},
+      {"run-on-fail-env", required_argument, nullptr, kFailEnv},
+      {"run-on-fail-perm", required_argument, nullptr, kFailPerm},
+      {"run-on-failure", required_argument, nullptr, kFailAll},
+      {"relocate", required_argument, nullptr, kRelocate},
+      {"restore-pid", no_argument, nullptr, kRestorePid},
+      {"no-restore-pid", no_argument, nullptr, kNoRestorePid},
+      {"restore-pgid", no_argument, nullptr, kRestorePgid},
+      {"no-restore-pgid", no_argument, nullptr, kNoRestorePgid},
+      {"restore-sid", no_argument, nullptr, kRestoreSid},
+      {"no-restore-sid", no_argument, nullptr, kNoRestoreSid},
+      {"kmsg-none", no_argument, nullptr, kKmsgNone},
+      {"kmsg-error", no_argument, nullptr, kKmsgError},
+      {"kmsg-warning", no_argument, nullptr, kKmsgWarning},
+      {nullptr, 0, nullptr, 0}};
   // Hooks must be known before any argument error is reported.
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -227,29 +220,9 @@ Options parse(int argc, char** argv) {
       }
       case 'd':
         args_failure(o, quiet, "--dir is not implemented (as in BLCR)");
-      case kRun:
-        o.signal = 0;
-        break;
       case 'S':
         if (!crkit::tools::parse_signal_number(optarg, &o.signal))
           args_failure(o, quiet, fmt::format("invalid signal number '{}'", optarg));
-        break;
-      case kStop:
-      case kEarlyStop:
-        o.signal = SIGSTOP;
-        break;
-      case kTerm:
-        o.signal = SIGTERM;
-        break;
-      case kAbort:
-      case kEarlyAbrt:
-        o.signal = SIGABRT;
-        break;
-      case kKill:
-        o.signal = SIGKILL;
-        break;
-      case kCont:
-        o.signal = SIGCONT;
         break;
       case kOmitMaybe:
       case kOmitAlways:
@@ -306,6 +279,10 @@ Options parse(int argc, char** argv) {
       case kKmsgWarning:
         break;
       default:
+        if (int sig = crkit::tools::signal_of_option(c); sig >= 0) {
+          o.signal = sig;  // --run/--stop/--term/--abort/--kill/--cont: last one wins
+          break;
+        }
         args_failure(o, quiet, "");
     }
   }
