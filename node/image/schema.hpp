@@ -167,7 +167,11 @@ const char* vma_kind_name(VmaKind k);
 inline constexpr uint32_t kVmGrowsDown = 1u << 0;
 inline constexpr uint32_t kVmDontDump = 1u << 1;
 inline constexpr uint32_t kVmFileDeleted = 1u << 2;  // backing file was unlinked
-inline constexpr uint32_t kVmLocked = 1u << 3;
+inline constexpr uint32_t kVmLocked = 1u << 3;       // mlock()ed
+inline constexpr uint32_t kVmWipeOnFork = 1u << 4;   // MADV_WIPEONFORK
+inline constexpr uint32_t kVmDontFork = 1u << 5;     // MADV_DONTFORK
+inline constexpr uint32_t kVmHugePage = 1u << 6;     // MADV_HUGEPAGE
+inline constexpr uint32_t kVmNoHugePage = 1u << 7;   // MADV_NOHUGEPAGE
 
 struct VmaRecord {
   int32_t pid = 0;

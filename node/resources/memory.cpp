@@ -69,6 +69,10 @@ Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& sma
     if (m.has_flag("gd")) v.vm_flags |= image::kVmGrowsDown;
     if (m.has_flag("dd")) v.vm_flags |= image::kVmDontDump;
     if (m.has_flag("lo")) v.vm_flags |= image::kVmLocked;
+    if (m.has_flag("wf")) v.vm_flags |= image::kVmWipeOnFork;
+    if (m.has_flag("dc")) v.vm_flags |= image::kVmDontFork;
+    if (m.has_flag("hg")) v.vm_flags |= image::kVmHugePage;
+    if (m.has_flag("nh")) v.vm_flags |= image::kVmNoHugePage;
     bool save_all = false;   // whole range (backing file is gone)
     bool anon_only = false;  // only pages that are no longer the file's
     bool skip_zero = true;
@@ -448,10 +452,29 @@ Status fill_pages(RestoreTarget& t, image::ImageReader& reader,
 Status finalize_protections(RestoreTarget& t, const std::vector<image::VmaRecord>& vmas) {
   for (const auto& v : vmas) {
     if (v.kind == image::VmaKind::Vdso || v.kind == image::VmaKind::Vvar) continue;
-    if (v.prot == (v.prot | PROT_READ | PROT_WRITE)) continue;
-    CRKIT_TRY(t.main->check(
-        fmt::format("setting protection {} on {:#x}-{:#x}", prot_string(v.prot), v.start, v.end),
-        SYS_mprotect, {v.start, v.end - v.start, v.prot}));
+    const uint64_t len = v.end - v.start;
+    if (v.prot != (v.prot | PROT_READ | PROT_WRITE))
+      CRKIT_TRY(t.main->check(
+          fmt::format("setting protection {} on {:#x}-{:#x}", prot_string(v.prot), v.start, v.end),
+          SYS_mprotect, {v.start, len, v.prot}));
+    // Per-mapping advice the program gave (wipe-on-fork protects e.g. RNG state in children).
+    static constexpr std::pair<uint32_t, int> kAdvice[] = {{image::kVmWipeOnFork, MADV_WIPEONFORK},
+                                                           {image::kVmDontFork, MADV_DONTFORK},
+                                                           {image::kVmHugePage, MADV_HUGEPAGE},
+                                                           {image::kVmNoHugePage, MADV_NOHUGEPAGE},
+                                                           {image::kVmDontDump, MADV_DONTDUMP}};
+    for (const auto& [flag, advice] : kAdvice)
+      if (v.vm_flags & flag)
+        CRKIT_TRY(t.main->check(
+            fmt::format("restoring madvise({}) on {:#x}-{:#x}", advice, v.start, v.end),
+            SYS_madvise, {v.start, len, static_cast<uint64_t>(advice)}));
+    if (v.vm_flags & image::kVmLocked) {
+      auto r = t.main->call(SYS_mlock, {v.start, len});
+      if (!r) return fail(r.error());
+      if (*r < 0)
+        log::warn("cannot lock {:#x}-{:#x} in memory again (mlock): {}", v.start, v.end,
+                  std::strerror(static_cast<int>(-*r)));
+    }
   }
   return {};
 }
