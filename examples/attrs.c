@@ -10,6 +10,7 @@
  *   - a second thread named "attrs-worker" that blocks in pthread_cond_wait until the end
  *     (a thread sleeping in a futex across the checkpoint) and is joined at the end (the
  *     clear-tid address must be back for pthread_join to return);
+ *   - no alternate signal stack (none may appear after the restart);
  *   - ITIMER_REAL firing SIGALRM every 20 ms into a counter, and ITIMER_VIRTUAL armed
  *     far in the future (its remaining value must still be set after restart).
  * Then sleeps SECONDS in small steps. At the end it checks every attribute, that the
@@ -115,6 +116,8 @@ int main(int argc, char **argv) {
   }
   struct itimerval vnow;
   getitimer(ITIMER_VIRTUAL, &vnow);
+  stack_t ss;
+  if (sigaltstack(NULL, &ss) != 0) ex_fail("sigaltstack: %s", strerror(errno));
 
   pthread_mutex_lock(&mu);
   done_flag = 1;
@@ -131,6 +134,7 @@ int main(int argc, char **argv) {
   if (strcmp(main_name, "attrs-main") != 0) ex_fail("process name is '%s'", main_name);
   if (strcmp(worker_name, "attrs-worker") != 0) ex_fail("worker thread name is '%s'", worker_name);
   if (after - before < 10) ex_fail("ITIMER_REAL stopped: %ld ticks in the last second", after - before);
+  if (!(ss.ss_flags & SS_DISABLE)) ex_fail("an alternate signal stack appeared (%p), the program set none", ss.ss_sp);
   if (vnow.it_value.tv_sec < 90000) ex_fail("ITIMER_VIRTUAL lost its value (%ld s left)", (long)vnow.it_value.tv_sec);
 
   fprintf(out, "ok umask=027 cwd=ok nofile=200 core=0 personality=ok names=ok itimer=ok vtimer=ok join=ok\n");

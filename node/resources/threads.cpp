@@ -128,18 +128,18 @@ Status restore_thread_state(RestoreTarget& t, const image::ThreadRecord& th) {
   const std::string who = fmt::format("thread {}", th.tid);
   CRKIT_TRY(rc.check("restoring the clear-tid address of " + who, SYS_set_tid_address,
                      {th.clear_child_tid}));
-  if (th.robust_list)
-    CRKIT_TRY(rc.check("restoring the robust futex list of " + who, SYS_set_robust_list,
-                       {th.robust_list, th.robust_list_len}));
+  // Always set, even when the original had none: the stand-in's own values (inherited from
+  // cr_restart, e.g. a sanitizer's alternate signal stack) must not survive into the process.
+  CRKIT_TRY(rc.check("restoring the robust futex list of " + who, SYS_set_robust_list,
+                     {th.robust_list, th.robust_list_len ? th.robust_list_len : 24}));
   if (th.rseq_addr)
     CRKIT_TRY(rc.check("re-registering the rseq area of " + who, SYS_rseq,
                        {th.rseq_addr, th.rseq_len, 0, th.rseq_sig}));
   KernelStack ss{th.altstack_sp, static_cast<int32_t>(th.altstack_flags & ~SS_ONSTACK), 0,
                  th.altstack_size};
-  if (!(th.altstack_flags & SS_DISABLE)) {
-    CRKIT_ASSIGN(uint64_t addr, t.scratch->put_struct(0, ss));
-    CRKIT_TRY(rc.check("restoring the signal stack of " + who, SYS_sigaltstack, {addr, 0}));
-  }
+  if (th.altstack_flags & SS_DISABLE) ss = KernelStack{0, SS_DISABLE, 0, 0};
+  CRKIT_ASSIGN(uint64_t ss_addr, t.scratch->put_struct(0, ss));
+  CRKIT_TRY(rc.check("restoring the signal stack of " + who, SYS_sigaltstack, {ss_addr, 0}));
   if (!th.comm.empty()) {
     CRKIT_ASSIGN(uint64_t addr, t.scratch->put_string(0, th.comm.substr(0, 15)));
     CRKIT_TRY(rc.check("restoring the name of " + who, SYS_prctl, {PR_SET_NAME, addr}));
