@@ -155,19 +155,22 @@ Status enter_user_namespace() {
   return {};
 }
 
-// Messages from the stand-in: "OK <fd>" or "ERR <code> <message>".
+// Messages from the stand-in (or the PID namespace's init): "OK <fd>" or
+// "ERR <code> <message>".
 void report(int fd, const std::string& msg) {
   ssize_t n = ::write(fd, msg.data(), msg.size());
   (void)n;
 }
 
+[[noreturn]] void report_error_and_exit(int fd, const Error& e) {
+  report(fd, fmt::format("ERR {} {}", e.code, e.message));
+  ::_exit(1);
+}
+
 [[noreturn]] void standin_main(const LoadedImage& img, const resources::RestoreTarget& t,
                                const RestartOptions& opts, int report_fd) {
   // report_fd moves while the fd table is rebuilt; errors always go to its current number.
-  auto fail_out = [&](const Error& e) {
-    report(report_fd, fmt::format("ERR {} {}", e.code, e.message));
-    ::_exit(1);
-  };
+  auto fail_out = [&](const Error& e) { report_error_and_exit(report_fd, e); };
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (Status s = resources::assume_file_credentials(img.process); !s) fail_out(s.error());
   if (opts.restore_sid && img.process.sid == img.process.pid) {
@@ -225,11 +228,6 @@ Status parse_report(const std::string& msg, int* keep_fd) {
     long code = std::strtol(msg.c_str() + 4, &end, 10);
     std::string text = end && *end ? std::string(end + 1) : msg;
     return fail(static_cast<int>(code), text);
-  }
-  if (msg.rfind("CLONE ", 0) == 0) {
-    char* end = nullptr;
-    long code = std::strtol(msg.c_str() + 6, &end, 10);
-    return fail(static_cast<int>(code), end && *end ? std::string(end + 1) : msg);
   }
   return fail(EIO, "unexpected message from the stand-in: " + msg);
 }
@@ -319,8 +317,7 @@ Status transplant(resources::RestoreTarget& t, const LoadedImage& img, image::Im
   if (child < 0) {
     Error e = want == 1 ? Error{EINVAL, "cannot restart a process whose PID was 1"}
                         : clone_error(errno, want);
-    report(report_fd, fmt::format("CLONE {} {}", e.code, e.message));
-    ::_exit(1);
+    report_error_and_exit(report_fd, e);
   }
   if (child == 0) {
     ::close(status_fd);

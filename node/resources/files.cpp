@@ -351,7 +351,7 @@ Status restore_files_in_standin(const std::vector<image::FdRecord>& fds,
   ::close(*keep_fd);
   *keep_fd = moved;
 
-  std::vector<std::pair<int, UniqueFd>> opened;
+  std::vector<std::pair<const image::FdRecord*, UniqueFd>> opened;
   std::map<uint32_t, int> by_file_id;                       // file_id -> an opened fd sharing it
   std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> pipes;  // pipe inode -> (read, write)
   for (const auto& r : fds) {
@@ -375,21 +375,18 @@ Status restore_files_in_standin(const std::vector<image::FdRecord>& fds,
       if (!fd) return fail_errno(fmt::format("restoring fd {}", r.fd));
     }
     if (r.file_id && !by_file_id.count(r.file_id)) by_file_id[r.file_id] = fd.get();
-    opened.emplace_back(r.fd, std::move(fd));
+    opened.emplace_back(&r, std::move(fd));
   }
   pipes.clear();
   std::set<int> keep{*keep_fd};
-  for (auto& [target, fd] : opened) keep.insert(fd.get());
+  for (auto& [rec, fd] : opened) keep.insert(fd.get());
   CRKIT_ASSIGN(auto now, proc::list_numeric_dir("/proc/self/fd"));
   for (int fd : now)
     if (!keep.count(fd)) ::close(fd);
-  for (size_t i = 0; i < opened.size(); ++i) {
-    auto& [target, fd] = opened[i];
-    if (::dup2(fd.get(), target) < 0)
-      return fail_errno(fmt::format("placing restored fd {}", target));
-    const auto& rec = *std::find_if(fds.begin(), fds.end(),
-                                    [&](const image::FdRecord& r) { return r.fd == target; });
-    if (rec.cloexec) ::fcntl(target, F_SETFD, FD_CLOEXEC);
+  for (auto& [rec, fd] : opened) {
+    if (::dup2(fd.get(), rec->fd) < 0)
+      return fail_errno(fmt::format("placing restored fd {}", rec->fd));
+    if (rec->cloexec) ::fcntl(rec->fd, F_SETFD, FD_CLOEXEC);
   }
   opened.clear();  // closes the temporary high descriptors
   return {};
