@@ -4,6 +4,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <ctime>
 
 #include <fmt/format.h>
@@ -16,100 +17,102 @@
 #include "resources/threads.hpp"
 
 namespace crkit::engine {
+namespace {
 
-Result<pid_t> resolve_scope(Scope scope, pid_t id) {
-  if (id <= 0) return fail(ESRCH, fmt::format("invalid process id {}", id));
-  if (::kill(id, 0) < 0 && errno == ESRCH)
-    return fail(ESRCH, fmt::format("process {} does not exist", id));
-  if (scope == Scope::Proc || scope == Scope::Tree) {
-    // A user may checkpoint only what they could ptrace; say so before anything else.
-    auto st = proc::read_status(id);
-    if (!st) return fail(st.error());
-    uid_t me = ::getuid();
-    if (::geteuid() != 0 && (st->uid[0] != me || st->uid[1] != me || st->uid[2] != me))
-      return fail(
-          EPERM,
-          fmt::format("cannot checkpoint process {}: it belongs to uid {} and you are uid {} "
-                      "(Operation not permitted)",
-                      id, st->uid[1], me));
-  }
-  switch (scope) {
-    case Scope::Proc:
-      return id;
-    case Scope::Tree: {
-      CRKIT_ASSIGN(auto kids, proc::list_children(id));
-      if (!kids.empty())
-        return fail(
-            ENOSYS,
-            fmt::format(
-                "process {} has children ({}{}); checkpointing a process tree is not supported "
-                "yet: use -p/--pid to checkpoint process {} alone",
-                id, kids.front(), kids.size() > 1 ? ", ..." : "", id));
-      return id;
-    }
-    case Scope::Pgrp:
-    case Scope::Sess: {
-      // Only a group/session of exactly one process is supported for now.
-      CRKIT_ASSIGN(auto all, proc::list_numeric_dir("/proc"));
-      std::vector<pid_t> members;
-      for (pid_t p : all) {
-        auto st = proc::read_stat(p);
-        if (!st) continue;
-        if ((scope == Scope::Pgrp ? st->pgrp : st->session) == id) members.push_back(p);
-      }
-      const char* what = scope == Scope::Pgrp ? "process group" : "session";
-      if (members.empty()) return fail(ESRCH, fmt::format("{} {} has no processes", what, id));
-      if (members.size() > 1)
-        return fail(
-            ENOSYS,
-            fmt::format(
-                "{} {} has {} processes; checkpointing several processes is not supported yet",
-                what, id, members.size()));
-      return members.front();
-    }
-  }
-  return fail(EINVAL, "unknown scope");
+// A process may be checkpointed only by a user who could ptrace it; say so before anything
+// else is tried.
+Status check_owner(pid_t pid) {
+  auto st = proc::read_status(pid);
+  if (!st) return fail(st.error());
+  uid_t me = ::getuid();
+  if (::geteuid() != 0 && (st->uid[0] != me || st->uid[1] != me || st->uid[2] != me))
+    return fail(EPERM,
+                fmt::format("cannot checkpoint process {}: it belongs to uid {} and you are uid {} "
+                            "(Operation not permitted)",
+                            pid, st->uid[1], me));
+  return {};
 }
 
-Result<Checkpoint> checkpoint_process(pid_t pid, Scope scope, image::ImageWriter& w,
-                                      const resources::ProgressFn& progress) {
-  // The progress callback doubles as the cancellation check while threads are stopping.
-  std::function<bool()> keep_going;
-  if (progress) keep_going = [&progress]() { return progress(0, 0); };
-  CRKIT_ASSIGN(inject::FrozenProcess frozen, inject::FrozenProcess::freeze(pid, keep_going));
-  // From here on, returning an error destroys `frozen`, which releases the target.
+struct FrozenScope {
+  inject::FrozenTree tree;  // in tree order
+  std::vector<proc::Stat> zombies;
+};
+
+// Freezes every member of the request. A member that was not frozen yet may fork, so the
+// process table is read again until a pass finds no new member; frozen processes cannot
+// fork, so this ends.
+Result<FrozenScope> freeze_scope(Scope scope, pid_t id, const std::function<bool()>& keep_going) {
+  FrozenScope out;
+  for (int pass = 0;; ++pass) {
+    if (pass == 1000)
+      return fail(EAGAIN, fmt::format("{} {} keeps creating processes faster than they can be "
+                                      "frozen",
+                                      resources::scope_name(scope), id));
+    CRKIT_ASSIGN(auto table, proc::read_process_table());
+    CRKIT_ASSIGN(auto members, resources::resolve_scope(table, scope, id, ::getpid()));
+    bool changed = false;
+    for (pid_t p : members.pids) {
+      if (out.tree.contains(p)) continue;
+      CRKIT_TRY(check_owner(p));
+      auto f = inject::FrozenProcess::freeze(p, keep_going);
+      if (!f) {
+        // A member other than the named process may exit meanwhile: look again.
+        if (f.error().code == ESRCH && p != id) {
+          changed = true;
+          continue;
+        }
+        return fail(f.error());
+      }
+      out.tree.add(std::move(*f));
+      changed = true;
+    }
+    if (!changed) {
+      out.tree.keep_only(members.pids);
+      out.zombies = std::move(members.zombies);
+      return out;
+    }
+  }
+}
+
+struct ProcessDump {
+  image::ProcessRecord process;
+  std::vector<image::ThreadRecord> threads;
+  resources::MemoryPlan memory;
+};
+
+Result<ProcessDump> dump_process_state(const inject::FrozenProcess& frozen,
+                                       resources::SharedPagesSeen* shared_seen) {
+  const pid_t pid = frozen.pid();
   CRKIT_ASSIGN(auto smaps, proc::read_smaps(pid));
   CRKIT_ASSIGN(uint64_t site, inject::find_syscall_site(pid));
   inject::RemoteCaller main(pid, site);
   CRKIT_ASSIGN(RemoteScratch scratch, RemoteScratch::map(pid, main));
   resources::DumpTarget t{pid, frozen.tids(), site, &main, &scratch};
 
-  auto collect =
-      [&]() -> Result<std::tuple<image::ProcessRecord, std::vector<image::ThreadRecord>>> {
-    CRKIT_ASSIGN(auto p, resources::dump_process(t));
-    p.was_stopped = frozen.was_stopped() ? 1 : 0;
-    CRKIT_ASSIGN(auto threads, resources::dump_threads(t, frozen.stashed_signals()));
-    return std::make_tuple(std::move(p), std::move(threads));
+  ProcessDump d;
+  auto collect = [&]() -> Status {
+    CRKIT_ASSIGN(d.process, resources::dump_process(t));
+    d.process.was_stopped = frozen.was_stopped() ? 1 : 0;
+    CRKIT_ASSIGN(d.threads, resources::dump_threads(t, frozen.stashed_signals()));
+    // smaps was read before the scratch area existed, so the plan does not include it.
+    resources::RemoteAccess remote{&main, &scratch};
+    CRKIT_ASSIGN(d.memory, resources::plan_memory(pid, smaps, &remote, shared_seen));
+    return {};
   };
-  auto collected = collect();
-  // smaps was read before the scratch area existed, so the plan does not include it.
-  resources::RemoteAccess remote{&main, &scratch};
-  auto planned = collected ? resources::plan_memory(pid, smaps, &remote)
-                           : Result<resources::MemoryPlan>(fail(collected.error()));
+  Status collected = collect();
   // The scratch area must go before memory is read or the target released.
   Status unmapped = scratch.unmap(main);
   if (!collected) return fail(collected.error());
-  if (!planned) return fail(planned.error());
   if (!unmapped) return fail(unmapped.error());
-  auto& [proc_rec, threads] = *collected;
-  auto& plan = *planned;
+  return d;
+}
 
-  CRKIT_ASSIGN(auto files, resources::dump_files(pid));
-
+image::ImageInfo image_info(Scope scope, pid_t id, const std::vector<ProcessDump>& dumps) {
   image::ImageInfo info;
+  const auto& first = dumps.front().threads;
   info.page_size = static_cast<uint32_t>(::sysconf(_SC_PAGESIZE));
-  info.xsave_size = threads.empty() ? 0 : static_cast<uint32_t>(threads.front().xstate.size());
-  info.xfeatures = threads.empty() ? 0 : inject::xstate_features(threads.front().xstate);
+  info.xsave_size = first.empty() ? 0 : static_cast<uint32_t>(first.front().xstate.size());
+  info.xfeatures = first.empty() ? 0 : inject::xstate_features(first.front().xstate);
   info.created_unix = static_cast<int64_t>(::time(nullptr));
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);
@@ -119,26 +122,73 @@ Result<Checkpoint> checkpoint_process(pid_t pid, Scope scope, image::ImageWriter
   info.kernel_release = u.release;
   info.crkit_version = CRKIT_VERSION;
   info.scope = static_cast<uint32_t>(scope);
-  info.target = pid;
-  info.process_count = 1;
+  info.target = id;
+  info.process_count = static_cast<uint32_t>(dumps.size());
+  return info;
+}
+
+}  // namespace
+
+Status check_request(Scope scope, pid_t id) {
+  CRKIT_ASSIGN(auto table, proc::read_process_table());
+  CRKIT_ASSIGN(auto members, resources::resolve_scope(table, scope, id, ::getpid()));
+  for (pid_t p : members.pids) CRKIT_TRY(check_owner(p));
+  return {};
+}
+
+Result<Checkpoint> checkpoint(Scope scope, pid_t id, image::ImageWriter& w,
+                              const resources::ProgressFn& progress) {
+  // The progress callback doubles as the cancellation check while threads are stopping.
+  std::function<bool()> keep_going;
+  if (progress) keep_going = [&progress]() { return progress(0, 0); };
+  CRKIT_ASSIGN(FrozenScope frozen, freeze_scope(scope, id, keep_going));
+  // From here on, returning an error destroys `frozen`, which releases every process.
+  for (const auto& z : frozen.zombies)
+    log::warn("process {} ({}) is a zombie (it exited and its parent {} has not reaped it): it "
+              "is not saved; after a restart its parent's wait() will not report it",
+              z.pid, z.comm, z.ppid);
+
+  resources::SharedPagesSeen shared_seen;
+  std::vector<ProcessDump> dumps;
+  for (const auto& f : frozen.tree.processes()) {
+    auto d = dump_process_state(f, &shared_seen);
+    if (!d) return fail(d.error().context(fmt::format("process {}", f.pid())));
+    dumps.push_back(std::move(*d));
+  }
+  const std::vector<pid_t> pids = frozen.tree.pids();
+  CRKIT_ASSIGN(auto files, resources::dump_files(pids));
 
   CRKIT_TRY(w.write_file_header());
-  CRKIT_TRY(w.write(info));
-  CRKIT_TRY(w.write(proc_rec));
-  for (const auto& th : threads) CRKIT_TRY(w.write(th));
-  for (const auto& v : plan.vmas) CRKIT_TRY(w.write(v));
-  for (const auto& f : files.fds) CRKIT_TRY(w.write(f));
+  CRKIT_TRY(w.write(image_info(scope, id, dumps)));
+  Checkpoint c;
+  for (const auto& d : dumps) {
+    CRKIT_TRY(w.write(d.process));
+    for (const auto& th : d.threads) CRKIT_TRY(w.write(th));
+    for (const auto& v : d.memory.vmas) CRKIT_TRY(w.write(v));
+    for (const auto& f : files.fds)
+      if (f.pid == d.process.pid) CRKIT_TRY(w.write(f));
+    c.stats.threads += d.threads.size();
+    c.stats.vmas += d.memory.vmas.size();
+  }
   CRKIT_TRY(resources::write_file_contents(files, w));
-  CRKIT_ASSIGN(auto mstats, resources::write_memory_pages(pid, plan, w, progress));
+  // Progress over the memory of all processes together.
+  uint64_t total = 0, base = 0;
+  for (const auto& d : dumps) total += d.memory.candidate_pages * 4096;
+  for (const auto& d : dumps) {
+    auto sub = [&](uint64_t done, uint64_t) { return !progress || progress(base + done, total); };
+    CRKIT_ASSIGN(auto mstats,
+                 resources::write_memory_pages(d.process.pid, d.memory, w, sub));
+    base += d.memory.candidate_pages * 4096;
+    c.stats.pages_written += mstats.pages_written;
+    c.stats.zero_pages_skipped += mstats.zero_pages_skipped;
+  }
   CRKIT_TRY(w.finish());
 
-  Checkpoint c{std::move(frozen), {}};
-  c.stats.threads = threads.size();
-  c.stats.vmas = plan.vmas.size();
-  c.stats.pages_written = mstats.pages_written;
-  c.stats.zero_pages_skipped = mstats.zero_pages_skipped;
+  c.frozen = std::move(frozen.tree);
+  c.stats.processes = dumps.size();
   c.stats.fds = files.fds.size();
   c.stats.image_bytes = w.bytes_written();
+  for (const auto& z : frozen.zombies) c.zombies.push_back(z.pid);
   return c;
 }
 

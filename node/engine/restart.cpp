@@ -2,29 +2,38 @@
 
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
+#include <memory>
 #include <optional>
+#include <set>
 
 #include <fmt/format.h>
 
 #include "common/cr_errors.hpp"
 #include "common/log.hpp"
+#include "engine/loaded_image.hpp"
 #include "engine/remote_scratch.hpp"
+#include "engine/standin.hpp"
 #include "image/image_file.hpp"
 #include "inject/ptrace_thread.hpp"
 #include "inject/remote_syscall.hpp"
 #include "proc/proc.hpp"
 #include "resources/files.hpp"
 #include "resources/process.hpp"
+#include "resources/process_tree.hpp"
 #include "resources/threads.hpp"
 
 namespace crkit::engine {
@@ -33,103 +42,9 @@ namespace {
 constexpr int kCapSysAdmin = 21;
 constexpr int kCapCheckpointRestore = 40;
 
-// Everything of an image except the page contents, which are streamed at the end.
-struct LoadedImage {
-  image::ImageInfo info;
-  image::ProcessRecord process;
-  std::vector<image::ThreadRecord> threads;
-  std::vector<image::VmaRecord> vmas;
-  std::vector<image::FdRecord> fds;
-  resources::FileContents contents;
-  std::optional<image::RawRecord> first_pages;
-  uint64_t page_bytes = 0;
-};
-
-Result<LoadedImage> load_metadata(image::ImageReader& reader) {
-  LoadedImage img;
-  CRKIT_TRY(reader.read_file_header());
-  bool have_info = false, have_process = false;
-  for (;;) {
-    CRKIT_ASSIGN(auto rec, reader.next());
-    if (!rec) break;
-    const auto& name = reader.name();
-    switch (rec->header.type) {
-      case image::RecordType::ImageInfo: {
-        CRKIT_ASSIGN(img.info, image::decode_record<image::ImageInfo>(*rec, name));
-        have_info = true;
-        break;
-      }
-      case image::RecordType::Process: {
-        if (have_process)
-          return fail(
-              ENOSYS,
-              fmt::format("{}: the image holds several processes; restarting process trees is not "
-                          "supported yet",
-                          name));
-        CRKIT_ASSIGN(img.process, image::decode_record<image::ProcessRecord>(*rec, name));
-        have_process = true;
-        break;
-      }
-      case image::RecordType::Thread: {
-        CRKIT_ASSIGN(auto th, image::decode_record<image::ThreadRecord>(*rec, name));
-        img.threads.push_back(std::move(th));
-        break;
-      }
-      case image::RecordType::Vma: {
-        CRKIT_ASSIGN(auto v, image::decode_record<image::VmaRecord>(*rec, name));
-        img.page_bytes += v.saved_pages * 4096;
-        img.vmas.push_back(std::move(v));
-        break;
-      }
-      case image::RecordType::Fd: {
-        CRKIT_ASSIGN(auto f, image::decode_record<image::FdRecord>(*rec, name));
-        img.fds.push_back(std::move(f));
-        break;
-      }
-      case image::RecordType::FileContent: {
-        CRKIT_ASSIGN(auto fc, image::decode_file_content(*rec, name));
-        auto& [h, data] = fc;
-        auto& buf = img.contents[h.content_id];
-        if (buf.size() < h.offset + data.size()) buf.resize(h.offset + data.size());
-        std::memcpy(buf.data() + h.offset, data.data(), data.size());
-        break;
-      }
-      case image::RecordType::Pages:
-        img.first_pages = std::move(*rec);
-        break;
-      default:
-        break;
-    }
-    if (img.first_pages) break;
-  }
-  if (!have_info || !have_process)
-    return fail(EINVAL, fmt::format("{}: the image has no {} record", reader.name(),
-                                    have_info ? "Process" : "ImageInfo"));
-  if (img.threads.empty())
-    return fail(EINVAL, fmt::format("{}: the image has no Thread records", reader.name()));
-  bool main_found = false;
-  for (const auto& th : img.threads) main_found |= th.tid == img.process.pid;
-  if (!main_found)
-    return fail(EINVAL, fmt::format("{}: the image has no record of the main thread {}",
-                                    reader.name(), img.process.pid));
-  return img;
-}
-
 bool have_cap(int cap) {
   auto st = proc::read_status(::getpid());
   return st && (st->cap_eff >> cap & 1);
-}
-
-pid_t clone3_with(uint64_t flags, pid_t want) {
-  struct clone_args ca {};
-  ca.flags = flags;
-  ca.exit_signal = SIGCHLD;
-  pid_t tid[1] = {want};
-  if (want > 0) {
-    ca.set_tid = reinterpret_cast<uint64_t>(tid);
-    ca.set_tid_size = 1;
-  }
-  return static_cast<pid_t>(::syscall(SYS_clone3, &ca, sizeof(ca)));
 }
 
 Status write_id_map(const char* file, const std::string& text) {
@@ -155,155 +70,79 @@ Status enter_user_namespace() {
   return {};
 }
 
-// Messages from the stand-in (or the PID namespace's init): "OK <fd>" or
-// "ERR <code> <message>".
-void report(int fd, const std::string& msg) {
-  ssize_t n = ::write(fd, msg.data(), msg.size());
-  (void)n;
-}
-
-[[noreturn]] void report_error_and_exit(int fd, const Error& e) {
-  report(fd, fmt::format("ERR {} {}", e.code, e.message));
-  ::_exit(1);
-}
-
-[[noreturn]] void standin_main(const LoadedImage& img, const resources::RestoreTarget& t,
-                               const RestartOptions& opts, int report_fd) {
-  // report_fd moves while the fd table is rebuilt; errors always go to its current number.
-  auto fail_out = [&](const Error& e) { report_error_and_exit(report_fd, e); };
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (Status s = resources::assume_file_credentials(img.process); !s) fail_out(s.error());
-  if (opts.restore_sid && img.process.sid == img.process.pid) {
-    if (::setsid() < 0) fail_out(errno_error("restoring the session (setsid)"));
-  }
-  if (opts.restore_pgid && img.process.pgid == img.process.pid) {
-    if (::setpgid(0, 0) < 0) fail_out(errno_error("restoring the process group (setpgid)"));
-  }
-  if (Status s = resources::restore_files_in_standin(img.fds, img.contents, t, &report_fd); !s)
-    fail_out(s.error());
-  if (Status s = resources::apply_process_attrs_in_standin(img.process, t); !s) fail_out(s.error());
-  // PR_SET_PDEATHSIG stays set: should cr_restart die mid-way, the half-built process dies
-  // with it. The transplant clears it as its last remote call.
-  report(report_fd, fmt::format("OK {}", report_fd));
-  // Wait to be taken over by the restorer (PTRACE_SEIZE + PTRACE_INTERRUPT).
-  for (;;) ::pause();
-}
-
-// Kills whatever of the restart exists when dropped without release().
-class StandinGuard {
+// Kills whatever of the restart exists when dropped without release(): nothing
+// half-restored survives a failure.
+class RestartGuard {
  public:
-  ~StandinGuard() {
+  explicit RestartGuard(UniqueFd* channel) : channel_(channel) {}
+  ~RestartGuard() {
     if (!armed_) return;
-    for (pid_t p : {standin_, nsinit_})
-      if (p > 0) ::kill(p, SIGKILL);
-    for (pid_t p : {direct_child_})
-      if (p > 0) ::waitpid(p, nullptr, 0);
+    for (pid_t p : known_) ::kill(p, SIGKILL);
+    for (pid_t p : children_) ::kill(p, SIGKILL);
+    // Stand-ins not reported yet see end of file on the channel and exit.
+    channel_->reset();
+    // A traced process's death is reported to us first; collect it so it can be reaped.
+    for (pid_t p : traced_) wait_gone(p);
+    for (pid_t p : children_) wait_gone(p);
   }
-  void set(pid_t standin, pid_t nsinit, pid_t direct_child) {
-    standin_ = standin, nsinit_ = nsinit, direct_child_ = direct_child;
+  void known(pid_t p) { known_.insert(p); }
+  void child(pid_t p) { children_.insert(p); }
+  void traced(pid_t p) { traced_.insert(p); }
+  void reaped(pid_t p) {
+    children_.erase(p);
+    known_.erase(p);
   }
+  const std::set<pid_t>& children() const { return children_; }
   void release() { armed_ = false; }
 
  private:
+  static void wait_gone(pid_t p) {
+    for (;;) {
+      int st = 0;
+      pid_t r = ::waitpid(p, &st, __WALL);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0 || WIFEXITED(st) || WIFSIGNALED(st)) return;
+    }
+  }
+  UniqueFd* channel_;
   bool armed_ = true;
-  pid_t standin_ = -1, nsinit_ = -1, direct_child_ = -1;
+  std::set<pid_t> known_, children_, traced_;
 };
 
-Result<std::string> read_report(int fd) {
-  char buf[4096];
-  ssize_t n;
-  do n = ::read(fd, buf, sizeof(buf) - 1);
-  while (n < 0 && errno == EINTR);
-  if (n <= 0) return fail(EIO, "the stand-in process died before reporting");
-  return std::string(buf, static_cast<size_t>(n));
+// One process being restored.
+struct Restoring {
+  size_t index = 0;
+  const ProcessImage* img = nullptr;
+  resources::RestoreTarget t;
+  std::optional<inject::RemoteCaller> main;
+  std::optional<RemoteScratch> scratch;
+  int report_fd = -1;                    // the channel, as numbered in the process
+  std::map<resources::ShmKey, long> shm;  // shared memory it holds
+  std::vector<pid_t> helpers;            // helpers it created, as it sees them: reaped by it
+};
+
+std::string describe_status(int st) {
+  if (WIFEXITED(st)) return fmt::format("exit status {}", WEXITSTATUS(st));
+  if (WIFSIGNALED(st)) return fmt::format("killed by signal {}", WTERMSIG(st));
+  return fmt::format("wait status {:#x}", st);
 }
 
-Status parse_report(const std::string& msg, int* keep_fd) {
-  if (msg.rfind("OK ", 0) == 0) {
-    *keep_fd = std::atoi(msg.c_str() + 3);
-    return {};
-  }
-  if (msg.rfind("ERR ", 0) == 0) {
-    char* end = nullptr;
-    long code = std::strtol(msg.c_str() + 4, &end, 10);
-    std::string text = end && *end ? std::string(end + 1) : msg;
-    return fail(static_cast<int>(code), text);
-  }
-  return fail(EIO, "unexpected message from the stand-in: " + msg);
-}
-
-Error clone_error(int e, pid_t want) {
-  if (e == EEXIST)
-    return Error{EBUSY,
-                 fmt::format("process id {} is in use (is the original process still running?); "
-                             "use --no-restore-pid to restart it in a new PID namespace",
-                             want)};
-  if (e == EPERM)
-    return Error{EPERM,
-                 fmt::format("creating process {} with its original id: Operation not permitted "
-                             "(cr_restart needs CAP_CHECKPOINT_RESTORE)",
-                             want)};
-  return sys_error(e, fmt::format("creating process {} with its original id", want));
-}
-
-// The transplant: from a stopped stand-in to the checkpointed process. Every step names
-// itself in its error.
-Status transplant(resources::RestoreTarget& t, const LoadedImage& img, image::ImageReader& reader,
-                  std::optional<image::RawRecord> first_pages, const RestartOptions& opts,
-                  int keep_fd) {
-  CRKIT_ASSIGN(uint64_t site, inject::find_syscall_site(t.real_pid));
-  t.site = site;
-  inject::RemoteCaller main(t.real_pid, site);
-  t.main = &main;
-  CRKIT_ASSIGN(auto current, proc::read_maps(t.real_pid));
-  CRKIT_ASSIGN(uint64_t hint, resources::find_free_range(img.vmas, current, RemoteScratch::kSize));
-  CRKIT_ASSIGN(RemoteScratch scratch, RemoteScratch::map(t.real_pid, main, hint));
-  t.scratch = &scratch;
-
-  // The CPU state must fit this machine: same XSAVE layout, no features it lacks.
-  CRKIT_ASSIGN(auto here, inject::get_xstate(t.real_pid));
-  const uint64_t need = img.info.xfeatures, have = inject::xstate_features(here);
-  if (img.info.xsave_size != here.size() || (need & ~have))
-    return fail(
-        kCrEBadArch,
-        fmt::format(
-            "the image's CPU state (XSAVE {} bytes, features {:#x}) does not fit this machine "
-            "(XSAVE {} bytes, features {:#x}); restart on a machine with the same CPU features",
-            img.info.xsave_size, need, here.size(), have));
-  CRKIT_TRY(
-      main.check("closing the restorer's channel", SYS_close, {static_cast<uint64_t>(keep_fd)}));
-  CRKIT_TRY(resources::unregister_standin_rseq(t));
-  CRKIT_TRY(resources::rebuild_address_space(t, img.vmas));
-  CRKIT_TRY(
-      resources::fill_pages(t, reader, std::move(first_pages), opts.progress, img.page_bytes));
-  CRKIT_TRY(resources::finalize_protections(t, img.vmas));
-  CRKIT_TRY(resources::restore_mm_layout(t, img.process));
-  CRKIT_TRY(resources::restore_sigactions(t, img.process));
-  CRKIT_TRY(resources::restore_comm(t, img.process));
-  CRKIT_TRY(resources::create_threads(t, img.threads));
-  for (const auto& th : img.threads) CRKIT_TRY(resources::restore_thread_state(t, th));
-  CRKIT_TRY(resources::restore_shared_pending(t, img.process));
-  CRKIT_TRY(resources::restore_itimers(t, img.process));
-  for (const auto& th : img.threads) CRKIT_TRY(resources::restore_thread_creds(t, th, img.process));
-  CRKIT_TRY(resources::restore_dumpable(t, img.process));
-  CRKIT_TRY(main.check("clearing the parent-death signal", SYS_prctl, {PR_SET_PDEATHSIG, 0}));
-  CRKIT_TRY(scratch.unmap(main));
-  for (const auto& th : img.threads) CRKIT_TRY(resources::restore_thread_registers(t, th));
-  return {};
-}
-
-// Body of the PID namespace's init: creates the stand-in with its original PID, then reaps
-// children until the restored process ends and passes its wait status on.
-[[noreturn]] void nsinit_main(const LoadedImage& img, const resources::RestoreTarget& t,
-                              const RestartOptions& opts, int report_fd, int status_fd) {
+// Body of the PID namespace's init: creates the top of the tree, then reaps children. It
+// passes the root's wait status on and lives until the namespace is empty.
+[[noreturn]] void nsinit_main(StandinContext c, int status_fd) {
+  ::close(c.restorer_fd);
+  c.restorer_fd = -1;
   // Until the restart has succeeded, our death (and so the namespace's) follows
   // cr_restart's; SIGUSR1 from cr_restart says it succeeded, after which the restored job
   // outlives cr_restart as it would outside a namespace.
+  static volatile sig_atomic_t released = 0;
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   struct sigaction sa {};
-  sa.sa_handler = [](int) { ::prctl(PR_SET_PDEATHSIG, 0); };
-  sa.sa_flags = SA_RESTART;
-  ::sigaction(SIGUSR1, &sa, nullptr);
+  sa.sa_handler = [](int) {
+    ::prctl(PR_SET_PDEATHSIG, 0);
+    released = 1;
+  };
+  ::sigaction(SIGUSR1, &sa, nullptr);  // no SA_RESTART: waitpid() returns to look at it
   sigset_t usr1;
   sigemptyset(&usr1);
   sigaddset(&usr1, SIGUSR1);
@@ -312,145 +151,352 @@ Status transplant(resources::RestoreTarget& t, const LoadedImage& img, image::Im
   if (::unshare(CLONE_NEWNS) == 0 &&
       ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0)
     ::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
-  pid_t want = img.process.pid;
-  pid_t child = want == 1 ? -1 : clone3_with(0, want);
-  if (child < 0) {
-    Error e = want == 1 ? Error{EINVAL, "cannot restart a process whose PID was 1"}
-                        : clone_error(errno, want);
-    report_error_and_exit(report_fd, e);
+  auto top = create_top_level(c);
+  if (!top) {
+    report_error(c.report_fd, -1, top.error());
+    ::_exit(1);
   }
-  if (child == 0) {
-    ::close(status_fd);
-    standin_main(img, t, opts, report_fd);
-  }
-  ::close(report_fd);
+  int report_fd = c.report_fd;
   // Hold nothing of cr_restart's (image file, terminal, pipes) for the job's lifetime.
-  if (status_fd > 0) ::syscall(SYS_close_range, 0u, static_cast<unsigned>(status_fd - 1), 0u);
-  ::syscall(SYS_close_range, static_cast<unsigned>(status_fd + 1), ~0u, 0u);
+  {
+    const unsigned a = static_cast<unsigned>(std::min(report_fd, status_fd));
+    const unsigned b = static_cast<unsigned>(std::max(report_fd, status_fd));
+    if (a > 0) ::syscall(SYS_close_range, 0u, a - 1, 0u);
+    if (b > a + 1) ::syscall(SYS_close_range, a + 1, b - 1, 0u);
+    ::syscall(SYS_close_range, b + 1, ~0u, 0u);
+  }
   for (;;) {
+    if (released && report_fd >= 0) {
+      ::close(report_fd);
+      report_fd = -1;
+    }
     int status = 0;
     pid_t r = ::waitpid(-1, &status, __WALL);
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) ::_exit(0);
-    if (r == child) {
-      ssize_t n = ::write(status_fd, &status, sizeof(status));
-      (void)n;
-      ::_exit(0);
+    if (r < 0) ::_exit(0);  // the namespace is empty
+    if (r == top->root) {
+      if (status_fd >= 0) {
+        ssize_t n = ::write(status_fd, &status, sizeof(status));
+        (void)n;
+        ::close(status_fd);
+        status_fd = -1;
+      }
+      if (!released && report_fd >= 0)
+        report_error(report_fd, 0,
+                     Error{EIO, fmt::format("process {} died during the restart: {}", r,
+                                            describe_status(status))});
     }
   }
+}
+
+Status seize(pid_t real, pid_t vpid) {
+  // EXITKILL: should cr_restart die while it holds the stand-in, the stand-in dies too
+  // (until the final detach, which makes the restored process independent of us).
+  if (::ptrace(PTRACE_SEIZE, real, 0,
+               PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL) < 0)
+    return fail_errno(fmt::format("attaching to the stand-in of process {}", vpid));
+  if (::ptrace(PTRACE_INTERRUPT, real, 0, 0) < 0)
+    return fail_errno(fmt::format("stopping the stand-in of process {}", vpid));
+  for (;;) {
+    CRKIT_ASSIGN(auto s, inject::wait_thread(real));
+    if (s.kind == inject::StopInfo::EventStop) return {};
+    if (s.kind == inject::StopInfo::Exited)
+      return fail(EIO, fmt::format("the stand-in of process {} died", vpid));
+    ::ptrace(PTRACE_CONT, real, 0, 0);
+  }
+}
+
+// What the stand-in left behind that the restored process must not have: its helper
+// children (killed by now) and the signals it was sent (SIGCHLD from them).
+Status clean_up_standin(Restoring& r) {
+  auto& main = *r.main;
+  for (pid_t h : r.helpers)
+    CRKIT_TRY(main.check(fmt::format("collecting the helper process {}", h), SYS_wait4,
+                         {static_cast<uint64_t>(h), 0, __WALL, 0}));
+  // Dequeue every pending signal: rt_sigtimedwait(all, NULL, {0, 0}) until EAGAIN.
+  CRKIT_ASSIGN(uint64_t set, r.scratch->put_struct(0, ~0ull));
+  CRKIT_ASSIGN(uint64_t zero, r.scratch->put_struct(64, std::array<int64_t, 2>{0, 0}));
+  for (int i = 0; i < 256; ++i) {
+    CRKIT_ASSIGN(long got, main.call(SYS_rt_sigtimedwait, {set, 0, zero, 8}));
+    if (got == -EAGAIN) return {};
+    if (got < 0 && got != -EINTR)
+      return fail_sys(static_cast<int>(-got), "discarding the stand-in's pending signals");
+  }
+  return fail(EIO, "discarding the stand-in's pending signals: they keep coming");
+}
+
+// Phase 1 of a transplant: from a stopped stand-in to the saved address space, empty.
+Status prepare(Restoring& r, const LoadedImage& img, bool check_cpu) {
+  auto& t = r.t;
+  CRKIT_ASSIGN(auto current, proc::read_maps(t.real_pid));
+  CRKIT_ASSIGN(uint64_t hint, resources::find_free_range(r.img->vmas, current, RemoteScratch::kSize));
+  CRKIT_ASSIGN(RemoteScratch scratch, RemoteScratch::map(t.real_pid, *r.main, hint));
+  r.scratch.emplace(std::move(scratch));
+  t.scratch = &*r.scratch;
+  if (check_cpu) {
+    // The CPU state must fit this machine: same XSAVE layout, no features it lacks.
+    CRKIT_ASSIGN(auto here, inject::get_xstate(t.real_pid));
+    const uint64_t need = img.info.xfeatures, have = inject::xstate_features(here);
+    if (img.info.xsave_size != here.size() || (need & ~have))
+      return fail(
+          kCrEBadArch,
+          fmt::format(
+              "the image's CPU state (XSAVE {} bytes, features {:#x}) does not fit this machine "
+              "(XSAVE {} bytes, features {:#x}); restart on a machine with the same CPU features",
+              img.info.xsave_size, need, here.size(), have));
+  }
+  CRKIT_TRY(r.main->check("closing the restorer's channel", SYS_close,
+                          {static_cast<uint64_t>(r.report_fd)}));
+  CRKIT_TRY(clean_up_standin(r));
+  CRKIT_TRY(resources::unregister_standin_rseq(t));
+  t.shm_fds = r.shm;
+  CRKIT_TRY(resources::rebuild_address_space(t, r.img->vmas));
+  return {};
+}
+
+// Phase 2, once the pages are in: everything else but credentials and registers.
+Status restore_state(Restoring& r) {
+  auto& t = r.t;
+  const auto& p = r.img->process;
+  CRKIT_TRY(resources::finalize_protections(t, r.img->vmas));
+  CRKIT_TRY(resources::restore_mm_layout(t, p));
+  CRKIT_TRY(resources::restore_sigactions(t, p));
+  CRKIT_TRY(resources::restore_comm(t, p));
+  CRKIT_TRY(resources::create_threads(t, r.img->threads));
+  for (const auto& th : r.img->threads) CRKIT_TRY(resources::restore_thread_state(t, th));
+  CRKIT_TRY(resources::restore_shared_pending(t, p));
+  CRKIT_TRY(resources::restore_itimers(t, p));
+  return {};
+}
+
+// Phase 3, last: credentials (dropping capabilities ends our ability to choose TIDs), the
+// parent-death signal, then the registers.
+Status finish(Restoring& r, bool orphan) {
+  auto& t = r.t;
+  const auto& p = r.img->process;
+  for (const auto& th : r.img->threads) CRKIT_TRY(resources::restore_thread_creds(t, th, p));
+  CRKIT_TRY(resources::restore_dumpable(t, p));
+  CRKIT_TRY(resources::restore_pdeath_signal(t, p, orphan));
+  CRKIT_TRY(r.scratch->unmap(*r.main));
+  for (const auto& th : r.img->threads) CRKIT_TRY(resources::restore_thread_registers(t, th));
+  return {};
+}
+
+Status restore_groups(std::vector<std::unique_ptr<Restoring>>& procs,
+                      const resources::TreePlan& plan) {
+  // Leaders create their groups first; then the others join.
+  for (auto want : {resources::TreePlan::Group::Lead, resources::TreePlan::Group::Join})
+    for (auto& r : procs) {
+      const auto& node = plan.nodes[r->index];
+      if (node.group != want) continue;
+      const uint64_t g = want == resources::TreePlan::Group::Lead ? 0 : node.join_pgid;
+      CRKIT_TRY(r->main->check(
+          fmt::format("restoring the process group {} of process {}", r->img->process.pgid,
+                      r->img->process.pid),
+          SYS_setpgid, {0, g}));
+    }
+  return {};
 }
 
 }  // namespace
 
 Result<Restarted> restart_image(int fd, const std::string& name, const RestartOptions& opts) {
   image::ImageReader reader(fd, name);
-  CRKIT_ASSIGN(LoadedImage img, load_metadata(reader));
-  const auto& p = img.process;
+  CRKIT_ASSIGN(LoadedImage img, load_image(reader));
+  const size_t n = img.procs.size();
 
   const bool root = ::getuid() == 0;
-  const auto& c = p.creds;
   const uid_t me = ::getuid();
-  if (!root && (c.uid != me || c.euid != me || c.suid != me || c.fsuid != me))
-    return fail(
-        EPERM, fmt::format(
-                   "{}: the image belongs to uid {}; you (uid {}) may restart only your own images",
-                   name, p.creds.uid, ::getuid()));
+  for (const auto& pi : img.procs) {
+    const auto& c = pi.process.creds;
+    if (!root && (c.uid != me || c.euid != me || c.suid != me || c.fsuid != me))
+      return fail(EPERM, fmt::format("{}: process {} of the image belongs to uid {}; you (uid {}) "
+                                     "may restart only your own images",
+                                     name, pi.process.pid, c.uid, me));
+  }
 
-  resources::RestoreTarget t;
-  t.vpid = p.pid;
-  t.restarter_is_root = root;
-  t.relocations = opts.relocations;
-  CRKIT_TRY(resources::check_mapped_files(t, img.vmas));
+  resources::RestoreTarget paths;
+  paths.restarter_is_root = root;
+  paths.relocations = opts.relocations;
+  paths.can_set_exe = true;  // PR_SET_MM_MAP falls back if the exe link cannot be changed
+  for (const auto& pi : img.procs) CRKIT_TRY(resources::check_mapped_files(paths, pi.vmas));
 
   const bool can_choose_pids = have_cap(kCapCheckpointRestore) || have_cap(kCapSysAdmin);
   const bool can_make_pidns = have_cap(kCapSysAdmin);
-  bool use_pidns = !opts.restore_pid || !can_choose_pids;
+  const bool use_pidns = !opts.restore_pid || !can_choose_pids;
+  if (use_pidns)
+    for (const auto& pi : img.procs)
+      if (pi.process.pid == 1)
+        return fail(EINVAL, fmt::format("{}: cannot restart a process whose PID was 1", name));
+
+  resources::TreeOptions topts;
+  topts.restore_sid = opts.restore_sid;
+  topts.restore_pgid = opts.restore_pgid;
+  topts.restarter_sid = use_pidns ? -1 : ::getsid(0);
+  topts.restarter_pgid = use_pidns ? -1 : ::getpgrp();
+  std::vector<const image::ProcessRecord*> records;
+  for (const auto& pi : img.procs) records.push_back(&pi.process);
+  auto planned = resources::plan_tree(records, topts);
+  if (!planned) return fail(planned.error().context(name));
+  const resources::TreePlan& plan = *planned;
+  for (const auto& w : plan.warnings) log::warn("{}", w);
+
   if (use_pidns && !can_make_pidns) {
     log::info("restarting in a new user and PID namespace (no privilege to choose PIDs here)");
     CRKIT_TRY(enter_user_namespace());
   } else if (use_pidns) {
     log::info("restarting in a new PID namespace");
   }
-  t.can_set_exe = true;  // PR_SET_MM_MAP falls back if the exe link cannot be changed
 
-  int rp[2];
-  if (::pipe2(rp, O_CLOEXEC) < 0) return fail_errno("creating the restorer's channel");
-  UniqueFd report_r(rp[0]), report_w(rp[1]);
-  UniqueFd status_r, status_w;
-  StandinGuard guard;
+  int sp[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+    return fail_errno("creating the restorer's channel");
+  UniqueFd restorer(sp[0]), standins(sp[1]);
+  CRKIT_TRY(enable_credentials(restorer.get()));
+  StandinContext ctx;
+  ctx.img = &img;
+  ctx.plan = &plan;
+  ctx.paths = &paths;
+  ctx.report_fd = standins.get();
+  ctx.restorer_fd = restorer.get();
+
+  RestartGuard guard(&restorer);
   Restarted out;
-  out.original_pid = p.pid;
+  out.original_pid = img.procs[0].process.pid;
   out.in_new_pidns = use_pidns;
-
-  // Signals must not interrupt the transplant; cr_restart forwards them after release.
-  ::fflush(nullptr);
+  UniqueFd status_r, status_w;
+  pid_t top_helper = -1;
+  std::fflush(nullptr);
   if (use_pidns) {
-    int sp[2];
-    if (::pipe2(sp, O_CLOEXEC) < 0) return fail_errno("creating the status channel");
-    status_r.reset(sp[0]);
-    status_w.reset(sp[1]);
-    pid_t init = clone3_with(CLONE_NEWPID, 0);
+    int pp[2];
+    if (::pipe2(pp, O_CLOEXEC) < 0) return fail_errno("creating the status channel");
+    status_r.reset(pp[0]);
+    status_w.reset(pp[1]);
+    pid_t init = clone_with_pid(CLONE_NEWPID, 0, SIGCHLD);
     if (init < 0) return fail_errno("creating a PID namespace for the restart");
     if (init == 0) {
-      report_r.reset();
       status_r.reset();
-      nsinit_main(img, t, opts, report_w.release(), status_w.release());
+      nsinit_main(ctx, status_w.release());
     }
-    guard.set(-1, init, init);
+    guard.child(init);
     out.child = init;
   } else {
-    pid_t child = clone3_with(0, p.pid);
-    if (child < 0) return fail(clone_error(errno, p.pid));
-    if (child == 0) {
-      report_r.reset();
-      standin_main(img, t, opts, report_w.release());
-    }
-    guard.set(child, -1, child);
-    out.child = child;
-    t.real_pid = child;
+    CRKIT_ASSIGN(TopLevel top, create_top_level(ctx));
+    guard.child(top.root);
+    if (top.helper > 0) guard.child(top.helper);
+    top_helper = top.helper;
+    out.child = top.root;
   }
-  report_w.reset();
+  standins.reset();
   status_w.reset();
 
-  CRKIT_ASSIGN(std::string msg, read_report(report_r.get()));
-  int keep_fd = -1;
-  CRKIT_TRY(parse_report(msg, &keep_fd));
-  if (use_pidns) {
-    CRKIT_ASSIGN(auto kids, proc::list_children(out.child));
-    if (kids.size() != 1)
-      return fail(EIO, "cannot find the stand-in process inside the new PID namespace");
-    t.real_pid = kids.front();
-    guard.set(t.real_pid, out.child, out.child);
+  // Every stand-in reports, with its PID as we see it.
+  std::vector<std::unique_ptr<Restoring>> procs(n);
+  std::map<int, std::vector<pid_t>> helpers_of;  // creator index -> helpers (as it sees them)
+  std::vector<pid_t> helper_pids;                // as we see them
+  size_t ready = 0, helpers = 0;
+  const size_t helpers_expected = plan.helper_count();
+  auto process_name = [&](int i) {
+    return i >= 0 && static_cast<size_t>(i) < n
+               ? fmt::format("restarting process {}", img.procs[static_cast<size_t>(i)].process.pid)
+               : std::string("restarting");
+  };
+  while (ready < n || helpers < helpers_expected) {
+    struct pollfd pf {
+      restorer.get(), POLLIN, 0
+    };
+    int pr = ::poll(&pf, 1, 250);
+    if (pr < 0 && errno == EINTR) continue;
+    if (pr < 0) return fail_errno("waiting for the stand-in processes");
+    if (pr == 0) {
+      // Our own children are ours to watch; the stand-ins watch theirs.
+      for (pid_t c : std::set<pid_t>(guard.children())) {
+        int st = 0;
+        if (::waitpid(c, &st, WNOHANG | __WALL) == c) {
+          guard.reaped(c);
+          return fail(EIO, fmt::format("{}: process {} died: {}", process_name(c == out.child ? 0 : -1), c,
+                                       describe_status(st)));
+        }
+      }
+      continue;
+    }
+    CRKIT_ASSIGN(Report rep, read_report(restorer.get()));
+    if (rep.kind == Report::Err) return fail(rep.error.context(process_name(rep.index)));
+    if (rep.real <= 0) return fail(EIO, "a stand-in process reported without its credentials");
+    guard.known(rep.real);
+    if (rep.kind == Report::Helper) {
+      ++helpers;
+      helper_pids.push_back(rep.real);
+      if (rep.index >= 0) helpers_of[rep.index].push_back(rep.vpid);
+      continue;
+    }
+    if (rep.index < 0 || static_cast<size_t>(rep.index) >= n || procs[rep.index])
+      return fail(EIO, fmt::format("unexpected report from stand-in {}", rep.real));
+    auto r = std::make_unique<Restoring>();
+    r->index = static_cast<size_t>(rep.index);
+    r->img = &img.procs[r->index];
+    r->t = paths;
+    r->t.real_pid = rep.real;
+    r->t.vpid = r->img->process.pid;
+    r->t.real_tid_of[r->t.vpid] = rep.real;
+    r->report_fd = rep.report_fd;
+    r->shm = std::move(rep.shm_fds);
+    procs[r->index] = std::move(r);
+    ++ready;
   }
-  t.real_tid_of[p.pid] = t.real_pid;
+  for (auto& [creator, hs] : helpers_of) procs[static_cast<size_t>(creator)]->helpers = hs;
 
-  // Take the stand-in over.
-  // EXITKILL: should cr_restart die while it holds the stand-in, the stand-in dies too
-  // (until the final detach, which makes the restored process independent of us).
-  if (::ptrace(PTRACE_SEIZE, t.real_pid, 0,
-               PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL) < 0)
-    return fail_errno(fmt::format("attaching to the stand-in process {}", t.real_pid));
-  if (::ptrace(PTRACE_INTERRUPT, t.real_pid, 0, 0) < 0)
-    return fail_errno(fmt::format("stopping the stand-in process {}", t.real_pid));
-  for (;;) {
-    CRKIT_ASSIGN(auto s, inject::wait_thread(t.real_pid));
-    if (s.kind == inject::StopInfo::EventStop) break;
-    if (s.kind == inject::StopInfo::Exited) return fail(EIO, "the stand-in process died");
-    ::ptrace(PTRACE_CONT, t.real_pid, 0, 0);
+  // Take every stand-in over before anything else happens.
+  for (auto& r : procs) {
+    CRKIT_TRY(seize(r->t.real_pid, r->t.vpid));
+    guard.traced(r->t.real_pid);
+  }
+  for (auto& r : procs) {
+    auto site = inject::find_syscall_site(r->t.real_pid);
+    if (!site) return fail(site.error().context(process_name(static_cast<int>(r->index))));
+    r->main.emplace(r->t.real_pid, *site);
+    r->t.site = *site;
+    r->t.main = &*r->main;
+    // From here on EXITKILL, not the parent-death signal, ties the stand-in to us: its
+    // helper parent may go now.
+    auto cleared = r->main->check("clearing the stand-in's parent-death signal", SYS_prctl,
+                                  {PR_SET_PDEATHSIG, 0});
+    if (!cleared) return fail(cleared.error().context(process_name(static_cast<int>(r->index))));
+  }
+  for (pid_t h : helper_pids) ::kill(h, SIGKILL);
+  if (top_helper > 0) {
+    while (::waitpid(top_helper, nullptr, __WALL) < 0 && errno == EINTR) {
+    }
+    guard.reaped(top_helper);
   }
 
-  Status st = transplant(t, img, reader, std::move(img.first_pages), opts, keep_fd);
-  if (!st) {
-    // Killed while still traced: a detached half-built process would run (and crash).
-    ::kill(t.real_pid, SIGKILL);
-    return fail(st.error().context(fmt::format("restarting process {}", p.pid)));
+  std::map<pid_t, resources::RestoreTarget*> targets;
+  for (size_t i = 0; i < n; ++i) {
+    auto& r = *procs[i];
+    if (Status s = prepare(r, img, i == 0); !s) return fail(s.error().context(process_name(static_cast<int>(i))));
+    targets[r.t.vpid] = &r.t;
   }
-  // Release every thread together.
-  for (auto& [v, real] : t.real_tid_of) ::ptrace(PTRACE_DETACH, real, 0, 0);
-  if (p.was_stopped) ::kill(t.real_pid, SIGSTOP);
+  CRKIT_TRY(resources::fill_pages(targets, reader, std::move(img.first_pages), opts.progress,
+                                  img.page_bytes));
+  for (auto& r : procs)
+    if (Status s = restore_state(*r); !s)
+      return fail(s.error().context(process_name(static_cast<int>(r->index))));
+  CRKIT_TRY(restore_groups(procs, plan));
+  for (auto& r : procs) {
+    bool orphan = r->index != 0 && plan.nodes[r->index].parent < 0;
+    if (Status s = finish(*r, orphan); !s)
+      return fail(s.error().context(process_name(static_cast<int>(r->index))));
+  }
+
+  // Release every thread of every process together.
+  for (auto& r : procs)
+    for (auto& [v, real] : r->t.real_tid_of) ::ptrace(PTRACE_DETACH, real, 0, 0);
+  for (auto& r : procs)
+    if (r->img->process.was_stopped) ::kill(r->t.real_pid, SIGSTOP);
   if (use_pidns) ::kill(out.child, SIGUSR1);
   guard.release();
-  out.restored = t.real_pid;
+  out.restored = procs[0]->t.real_pid;
+  for (auto& r : procs) out.all.push_back(r->t.real_pid);
   out.status_fd = std::move(status_r);
   return out;
 }

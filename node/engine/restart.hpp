@@ -1,5 +1,5 @@
-// Restart orchestration: read an image, create a stand-in process with the original PID,
-// turn it into the checkpointed process, release it.
+// Restart orchestration: read an image, create stand-in processes with the original PIDs in
+// tree order (standin.hpp), turn each into its checkpointed process, release them together.
 #pragma once
 
 #include <sys/types.h>
@@ -23,16 +23,17 @@ struct RestartOptions {
 };
 
 struct Restarted {
-  pid_t child = 0;         // cr_restart's direct child: the restored process, or the PID
-                           // namespace's init that waits for it
-  pid_t restored = 0;      // the restored process as seen from here
+  pid_t child = 0;         // cr_restart's direct child: the root of the restored tree, or the
+                           // PID namespace's init that waits for it
+  pid_t restored = 0;      // the root of the restored tree as seen from here
   pid_t original_pid = 0;  // its PID as it sees itself
+  std::vector<pid_t> all;  // every restored process as seen from here (root first)
   bool in_new_pidns = false;
-  UniqueFd status_fd;  // PID-namespace mode: the init writes the wait status here
+  UniqueFd status_fd;  // PID-namespace mode: the init writes the root's wait status here
 };
 
-// Restarts the image read from fd. On failure nothing of the stand-in survives and the error
-// names the step and the reason. EBUSY: a PID of the image is in use.
+// Restarts the image read from fd. On failure no process of the restart survives and the
+// error names the step, the process and the reason. EBUSY: a PID of the image is in use.
 Result<Restarted> restart_image(int fd, const std::string& name, const RestartOptions& opts);
 
 }  // namespace crkit::engine

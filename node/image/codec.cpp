@@ -76,6 +76,8 @@ const char* fd_kind_name(FdKind k) {
       return "socket";
     case FdKind::Pipe:
       return "pipe";
+    case FdKind::Fifo:
+      return "fifo";
   }
   return "unknown";
 }
@@ -406,6 +408,8 @@ void encode(Encoder& e, const ProcessRecord& v) {
   e.u32(v.thread_count);
   e.u32(v.dumpable);
   e.u32(v.no_new_privs);
+  e.u32(v.exit_signal);
+  e.u32(v.pdeath_signal);
 }
 
 Status decode(Decoder& d, ProcessRecord& v) {
@@ -453,6 +457,9 @@ Status decode(Decoder& d, ProcessRecord& v) {
   CRKIT_GET(v.thread_count, d.u32("thread_count"));
   CRKIT_GET(v.dumpable, d.u32("dumpable"));
   CRKIT_GET(v.no_new_privs, d.u32("no_new_privs"));
+  if (d.remaining() == 0) return {};  // a version-1 record ends here
+  CRKIT_GET(v.exit_signal, d.u32("exit_signal"));
+  CRKIT_GET(v.pdeath_signal, d.u32("pdeath_signal"));
   return {};
 }
 
@@ -536,6 +543,7 @@ void encode(Encoder& e, const FdRecord& v) {
   e.u64(v.size_at_checkpoint);
   e.u32(v.content_id);
   e.u32(v.file_id);
+  e.u32(v.attrs);
 }
 
 Status decode(Decoder& d, FdRecord& v) {
@@ -550,6 +558,8 @@ Status decode(Decoder& d, FdRecord& v) {
   CRKIT_GET(v.size_at_checkpoint, d.u64("size_at_checkpoint"));
   CRKIT_GET(v.content_id, d.u32("content_id"));
   CRKIT_GET(v.file_id, d.u32("file_id"));
+  if (d.remaining() == 0) return {};  // a version-1 record ends here
+  CRKIT_GET(v.attrs, d.u32("attrs"));
   return {};
 }
 

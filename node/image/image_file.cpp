@@ -221,10 +221,10 @@ Status ImageReader::read_file_header() {
                                  "present",
                                  name_, sizeof h, got));
   uint32_t version = load_u32(h + 8);
-  if (version != kVersion)
+  if (version < kMinVersion || version > kVersion)
     return fail(EINVAL, fmt::format("{}: image format version {} is not supported (this crkit "
-                                    "reads version {})",
-                                    name_, version, kVersion));
+                                    "reads versions {} to {})",
+                                    name_, version, kMinVersion, kVersion));
   if (load_u32(h + 12) != crc32c({h, 12}))
     return fail(EIO, name_ + ": file header checksum mismatch (corrupted image)");
   version_ = version;

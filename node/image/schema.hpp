@@ -1,4 +1,4 @@
-// The image schema, version 1: the one place that defines what a crkit context file holds.
+// The image schema, version 2: the one place that defines what a crkit context file holds.
 //
 // Layout of a file (written front to back, so it can go to a pipe):
 //   FileHeader (16 bytes: magic "CRKITIMG", u32 version, u32 crc32c of the first 12 bytes)
@@ -8,8 +8,13 @@
 //              image is complete
 //
 // Record order written by the checkpointer (readers rely on metadata preceding pages):
-//   ImageInfo, then per process: Process, Thread*, Vma*, Fd*, FileContent*, then Pages*,
-//   then Index, End.
+//   ImageInfo, then per process (tree order: the root first, every parent before its
+//   children): Process, Thread*, Vma*, Fd*; then FileContent* (of all processes), then
+//   Pages* (of all processes, keyed by pid), then Index, End.
+//
+// Version history: 1 = one process; 2 = process trees (ProcessRecord.exit_signal and
+// .pdeath_signal, FdKind::Fifo, FdRecord.attrs). A reader accepts both; fields a version-1
+// record lacks take their defaults.
 //
 // All integers are little-endian. Strings and byte blobs are u32 length + bytes. Vectors are
 // u32 count + elements. Encoding/decoding lives in codec.hpp/.cpp.
@@ -23,7 +28,8 @@
 namespace crkit::image {
 
 inline constexpr char kMagic[8] = {'C', 'R', 'K', 'I', 'T', 'I', 'M', 'G'};
-inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kVersion = 2;
+inline constexpr uint32_t kMinVersion = 1;  // oldest version a reader accepts
 inline constexpr size_t kFileHeaderSize = 16;
 inline constexpr size_t kRecordHeaderSize = 24;
 // Upper bound on one record's payload; larger lengths mean a corrupted header.
@@ -130,6 +136,9 @@ struct ProcessRecord {
   uint32_t thread_count = 0;
   uint32_t dumpable = 1;      // prctl(PR_GET_DUMPABLE)
   uint32_t no_new_privs = 0;  // prctl(PR_GET_NO_NEW_PRIVS)
+  // Since version 2:
+  uint32_t exit_signal = 17;   // signal the parent gets when the process ends (SIGCHLD)
+  uint32_t pdeath_signal = 0;  // prctl(PR_GET_PDEATHSIG)
 };
 
 struct ThreadRecord {
@@ -195,9 +204,14 @@ enum class FdKind : uint32_t {
   Tty = 5,           // terminal: reopened as the restarter's terminal
   ExternalPipe = 6,  // pipe/FIFO end leading outside the image: becomes cr_restart's stdin/stdout
   Socket = 7,        // not saved: closed after restart (BLCR semantics)
-  Pipe = 8,          // end of a pipe whose both ends are in the image, recreated with its data:
-                     // id.ino names the pipe, size_at_checkpoint is its F_GETPIPE_SZ capacity,
-                     // content_id its buffered data (on the first fd record of the pipe)
+  Pipe = 8,          // end of a pipe recreated with its data: both ends are in the image, or
+                     // the other end is closed everywhere (a reader still draining a pipe
+                     // whose writers are gone). id.ino names the pipe, size_at_checkpoint is
+                     // its F_GETPIPE_SZ capacity, content_id its buffered data (the same on
+                     // every fd record of the pipe; 0 when it was empty)
+  Fifo = 9,          // named FIFO, reopened by path; data, capacity and content_id as for Pipe
+                     // when both ends are in the image. kFdAttrUnlinked: the path was removed
+                     // (a FIFO is made there again, and removed once opened)
 };
 const char* fd_kind_name(FdKind k);
 
@@ -213,8 +227,11 @@ struct FdRecord {
   uint64_t size_at_checkpoint = 0;
   uint32_t content_id = 0;  // Unlinked: id of the FileContent records holding the data
   uint32_t file_id = 0;     // open file description: fds with the same file_id share one
-                            // (dup/inheritance: offset and status flags are shared)
+                            // (dup/inheritance: offset and status flags are shared), in one
+                            // process or across the processes of the image
+  uint32_t attrs = 0;       // kFdAttr* bits (since version 2)
 };
+inline constexpr uint32_t kFdAttrUnlinked = 1u << 0;  // Fifo: its path no longer existed
 
 // A chunk of a saved file's content (unlinked files). Payload: header fields, then data.
 struct FileContentHeader {

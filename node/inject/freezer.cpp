@@ -108,7 +108,7 @@ Result<FrozenProcess> FrozenProcess::freeze(pid_t pid, const std::function<bool(
 }
 
 Status FrozenProcess::requeue_stashed() {
-  if (stashed_.empty()) return {};
+  if (stashed_.empty() || !attached_ || !frozen_) return {};
   auto site = find_syscall_site(pid_);
   if (!site) return fail(site.error());
   for (auto& [tid, infos] : stashed_) {
@@ -164,6 +164,46 @@ void FrozenProcess::kill_frozen() {
     if (!st || st->state == 'Z' || st->state == 'X') break;
     ::usleep(2000);
   }
+}
+
+}  // namespace crkit::inject
+
+namespace crkit::inject {
+
+bool FrozenTree::contains(pid_t pid) const {
+  return std::any_of(procs_.begin(), procs_.end(),
+                     [pid](const FrozenProcess& p) { return p.pid() == pid; });
+}
+
+std::vector<pid_t> FrozenTree::pids() const {
+  std::vector<pid_t> out;
+  for (const auto& p : procs_) out.push_back(p.pid());
+  return out;
+}
+
+void FrozenTree::keep_only(const std::vector<pid_t>& order) {
+  std::vector<FrozenProcess> kept;
+  for (pid_t pid : order)
+    for (auto& p : procs_)
+      if (p.pid() == pid) {
+        kept.push_back(std::move(p));
+        break;
+      }
+  release();  // what is left of procs_: moved-from (no-ops) or no longer in the request
+  procs_ = std::move(kept);
+}
+
+void FrozenTree::release() {
+  for (auto& p : procs_) (void)p.requeue_stashed();
+  for (auto& p : procs_) p.release();
+  procs_.clear();
+}
+
+void FrozenTree::kill_frozen() {
+  // All at once, so that no process of the tree sees another one die while it still runs.
+  for (auto& p : procs_) ::kill(p.pid(), SIGKILL);
+  for (auto& p : procs_) p.kill_frozen();
+  procs_.clear();
 }
 
 }  // namespace crkit::inject

@@ -35,20 +35,49 @@ class FrozenProcess {
     return stashed_;
   }
 
+  // Gives back the signals taken out while freezing (remote calls; every thread must still be
+  // stopped). release() does it too; calling it first for every process of a tree lets the
+  // release itself be quick.
+  Status requeue_stashed();
   // Detaches every thread; the process continues (or stays stopped if it was before).
-  // If kill_signal is SIGKILL the process is killed while still frozen.
   void release();
+  // Kills the process while it is still frozen and waits until it is dead.
   void kill_frozen();
 
  private:
   FrozenProcess() = default;
-  Status requeue_stashed();
   pid_t pid_ = 0;
   std::vector<pid_t> tids_;
   bool was_stopped_ = false;
   bool attached_ = false;
   bool frozen_ = false;  // every thread reached its stop (remote calls are possible)
   std::map<pid_t, std::vector<std::vector<uint8_t>>> stashed_;
+};
+
+// All processes of one checkpoint: frozen one by one, released (or killed) together.
+class FrozenTree {
+ public:
+  FrozenTree() = default;
+  FrozenTree(FrozenTree&&) = default;
+  FrozenTree& operator=(FrozenTree&&) = default;
+  ~FrozenTree() { release(); }
+
+  void add(FrozenProcess p) { procs_.push_back(std::move(p)); }
+  bool contains(pid_t pid) const;
+  std::vector<FrozenProcess>& processes() { return procs_; }
+  const std::vector<FrozenProcess>& processes() const { return procs_; }
+  std::vector<pid_t> pids() const;
+  // Puts the processes in this order; any not listed is released now.
+  void keep_only(const std::vector<pid_t>& order);
+
+  // Every process continues (stopped ones stay stopped): signals are given back to all of
+  // them first, then all are detached.
+  void release();
+  // Every process is killed while frozen; returns once all are dead.
+  void kill_frozen();
+
+ private:
+  std::vector<FrozenProcess> procs_;
 };
 
 }  // namespace crkit::inject

@@ -68,6 +68,21 @@ Result<std::vector<int>> list_numeric_dir(const std::string& path) {
   return out;
 }
 
+Result<std::vector<Stat>> read_process_table() {
+  CRKIT_ASSIGN(std::vector<int> all, list_numeric_dir("/proc"));
+  std::vector<Stat> out;
+  out.reserve(all.size());
+  for (int p : all) {
+    auto st = read_stat(p);
+    if (!st) {
+      if (st.error().code == ESRCH) continue;  // exited while we scanned
+      return st.error();
+    }
+    out.push_back(std::move(*st));
+  }
+  return out;
+}
+
 Result<std::vector<pid_t>> list_threads(pid_t pid) {
   return list_numeric_dir(fmt::format("/proc/{}/task", pid));
 }

@@ -53,6 +53,7 @@ struct Stat {
   int64_t num_threads = 0;                                          // 20
   uint64_t start_time = 0;                                          // 22 (clock ticks since boot)
   uint64_t start_code = 0, end_code = 0, start_stack = 0;           // 26, 27, 28
+  int exit_signal = 0;                                              // 38
   uint64_t start_data = 0, end_data = 0, start_brk = 0;             // 45, 46, 47
   uint64_t arg_start = 0, arg_end = 0, env_start = 0, env_end = 0;  // 48..51
   int exit_code = 0;                                                // 52
@@ -96,6 +97,9 @@ Result<std::vector<pid_t>> list_threads(pid_t pid);  // /proc/PID/task
 Result<std::vector<int>> list_fds(pid_t pid);        // /proc/PID/fd
 // Direct children of a process (/proc/PID/task/*/children).
 Result<std::vector<pid_t>> list_children(pid_t pid);
+// /proc/PID/stat of every process on the system, by ascending pid. Processes that exit while
+// the table is read are left out.
+Result<std::vector<Stat>> read_process_table();
 
 // /proc/PID/auxv as (type, value) words, including the terminating AT_NULL pair.
 Result<std::vector<uint64_t>> parse_auxv(std::string_view bytes);

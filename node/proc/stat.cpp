@@ -50,6 +50,7 @@ Result<Stat> parse_stat_named(std::string_view text, std::string_view file) {
   get(st.start_code, 26);
   get(st.end_code, 27);
   get(st.start_stack, 28);
+  get(st.exit_signal, 38);
   get(st.start_data, 45);
   get(st.end_data, 46);
   get(st.start_brk, 47);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/remote_scratch.hpp"
@@ -14,6 +15,10 @@
 #include "inject/remote_syscall.hpp"
 
 namespace crkit::resources {
+
+// A shared-memory object (MAP_SHARED anonymous, memfd, SysV segment, deleted shared file) by
+// its identity at checkpoint time.
+using ShmKey = std::pair<uint64_t, uint64_t>;  // (dev, ino)
 
 // A frozen checkpoint target. Remote calls run in its main thread unless a resource needs a
 // specific thread.
@@ -39,6 +44,9 @@ struct RestoreTarget {
   std::vector<std::pair<std::string, std::string>> relocations;
   bool can_set_exe = false;        // CAP_CHECKPOINT_RESTORE available for PR_SET_MM_MAP exe_fd
   bool restarter_is_root = false;  // else the restored process gets no capabilities at all
+  // The shared-memory objects the process maps, as descriptors it holds (inherited from the
+  // process that made them; mapped, then closed by rebuild_address_space).
+  std::map<ShmKey, long> shm_fds;
 
   std::string relocate(const std::string& path) const;
 };

@@ -1,8 +1,8 @@
 #include "resources/files.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <linux/kcmp.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -15,8 +15,9 @@
 #include <fmt/format.h>
 
 #include "common/log.hpp"
-#include "common/unique_fd.hpp"
 #include "proc/proc.hpp"
+#include "resources/pipes.hpp"
+#include "resources/process.hpp"
 
 namespace crkit::resources {
 namespace {
@@ -24,76 +25,13 @@ namespace {
 constexpr uint32_t kCloexec = 02000000;
 constexpr uint32_t kTmpfileOnly = 020000000;  // __O_TMPFILE without O_DIRECTORY
 
-// fds that refer to one open file description (dup, inheritance) get the same file_id;
-// kcmp(KCMP_FILE) tells, comparing only fds of the same inode.
-void assign_file_ids(pid_t pid, std::vector<image::FdRecord>& fds) {
-  uint32_t next = 1;
-  for (size_t i = 0; i < fds.size(); ++i) {
-    if (fds[i].kind == image::FdKind::Socket) continue;
-    for (size_t j = 0; j < i && !fds[i].file_id; ++j) {
-      if (fds[j].id.ino != fds[i].id.ino || fds[j].id.dev != fds[i].id.dev || !fds[j].file_id)
-        continue;
-      if (::syscall(SYS_kcmp, pid, pid, KCMP_FILE, fds[j].fd, fds[i].fd) == 0)
-        fds[i].file_id = fds[j].file_id;
-    }
-    if (!fds[i].file_id) fds[i].file_id = next++;
-  }
-}
-
-// A pipe whose read and write ends are both in the image is recreated at restart with the
-// data it holds now. The data is copied with tee(2) from a second read end, so the
-// running process keeps it.
-Status capture_internal_pipes(pid_t pid, FilesDump& out, uint32_t& next_content) {
-  std::map<uint64_t, std::pair<bool, bool>> ends;  // ino -> (has reader, has writer)
-  for (const auto& r : out.fds)
-    if (r.kind == image::FdKind::ExternalPipe && r.path.rfind("pipe:", 0) == 0) {
-      auto& e = ends[r.id.ino];
-      ((r.flags & O_ACCMODE) == O_RDONLY ? e.first : e.second) = true;
-    }
-  std::map<uint64_t, bool> captured;
-  for (auto& r : out.fds) {
-    auto it = ends.find(r.id.ino);
-    if (r.kind != image::FdKind::ExternalPipe || it == ends.end() || !it->second.first ||
-        !it->second.second)
-      continue;
-    r.kind = image::FdKind::Pipe;
-    if (captured[r.id.ino]) continue;
-    captured[r.id.ino] = true;
-    std::string src = fmt::format("/proc/{}/fd/{}", pid, r.fd);
-    UniqueFd reader(::open(src.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
-    if (!reader)
-      return fail_errno(
-          fmt::format("process {}: opening pipe {} (fd {}) to copy its data", pid, r.path, r.fd));
-    int cap = ::fcntl(reader.get(), F_GETPIPE_SZ);
-    if (cap < 0)
-      return fail_errno(fmt::format("process {}: reading the size of pipe {}", pid, r.path));
-    r.size_at_checkpoint = static_cast<uint64_t>(cap);
-    int tmp[2];
-    if (::pipe2(tmp, O_CLOEXEC | O_NONBLOCK) < 0)
-      return fail_errno("creating a pipe to copy pipe data");
-    UniqueFd tr(tmp[0]), tw(tmp[1]);
-    ::fcntl(tw.get(), F_SETPIPE_SZ, cap);
-    ssize_t n = ::tee(reader.get(), tw.get(), static_cast<size_t>(cap), SPLICE_F_NONBLOCK);
-    if (n < 0 && errno != EAGAIN)
-      return fail_errno(
-          fmt::format("process {}: copying the data of pipe {} with tee", pid, r.path));
-    std::vector<uint8_t> data(n > 0 ? static_cast<size_t>(n) : 0);
-    size_t got = 0;
-    while (got < data.size()) {
-      ssize_t k = ::read(tr.get(), data.data() + got, data.size() - got);
-      if (k <= 0)
-        return fail_errno(
-            fmt::format("process {}: reading the copied data of pipe {}", pid, r.path));
-      got += static_cast<size_t>(k);
-    }
-    r.content_id = next_content++;
-    out.pipe_data[r.content_id] = std::move(data);
-  }
-  return {};
-}
-
 bool ends_with(const std::string& s, const std::string& suf) {
   return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+
+std::string strip_deleted(std::string s) {
+  if (ends_with(s, " (deleted)")) s.resize(s.size() - 10);
+  return s;
 }
 
 bool is_tty_device(dev_t rdev) {
@@ -101,76 +39,111 @@ bool is_tty_device(dev_t rdev) {
   return maj == 4 || (maj >= 136 && maj <= 143) || (maj == 5 && (min == 0 || min == 1));
 }
 
+// The record of one descriptor, or nothing when it was closed meanwhile.
+Result<std::optional<image::FdRecord>> describe_fd(pid_t pid, int fd, FilesDump& out,
+                                                   uint32_t* next_content) {
+  std::string link_path = fmt::format("/proc/{}/fd/{}", pid, fd);
+  auto link = proc::read_link(link_path);
+  if (!link) return std::optional<image::FdRecord>();
+  CRKIT_ASSIGN(proc::FdInfo info, proc::read_fdinfo(pid, fd));
+  image::FdRecord r;
+  r.pid = pid;
+  r.fd = fd;
+  r.flags = info.flags & ~kCloexec;
+  r.cloexec = (info.flags & kCloexec) ? 1 : 0;
+  r.pos = info.pos;
+  r.path = *link;
+  auto unsupported = [&](const std::string& kind) {
+    return fail(EBADF,
+                fmt::format("process {}: fd {} ({}) cannot be checkpointed: {} is not supported",
+                            pid, fd, *link, kind));
+  };
+  if (info.flags & O_PATH) return unsupported("an O_PATH descriptor");
+  if (link->rfind("anon_inode:", 0) == 0) {
+    std::string kind = link->substr(11);
+    kind.erase(
+        std::remove_if(kind.begin(), kind.end(), [](char c) { return c == '[' || c == ']'; }),
+        kind.end());
+    return unsupported(kind.empty() ? "an anonymous-inode file" : kind);
+  }
+  struct stat st {};
+  if (::stat(link_path.c_str(), &st) < 0)
+    return fail_errno(fmt::format("examining fd {} of process {}", fd, pid));
+  r.id = file_identity(st);
+  r.size_at_checkpoint = static_cast<uint64_t>(st.st_size);
+  if (S_ISREG(st.st_mode)) {
+    if (ends_with(*link, " (deleted)") || st.st_nlink == 0) {
+      r.kind = image::FdKind::Unlinked;
+      r.path = strip_deleted(r.path);
+      r.content_id = (*next_content)++;
+      out.content_sources[r.content_id] = link_path;
+    } else {
+      r.kind = image::FdKind::Regular;
+    }
+  } else if (S_ISDIR(st.st_mode)) {
+    r.kind = image::FdKind::Directory;
+  } else if (S_ISCHR(st.st_mode)) {
+    if (is_tty_device(st.st_rdev)) {
+      r.kind = image::FdKind::Tty;
+    } else if (major(st.st_rdev) == 1) {
+      r.kind = image::FdKind::CharDevice;
+    } else {
+      return unsupported(
+          fmt::format("character device {}:{}", major(st.st_rdev), minor(st.st_rdev)));
+    }
+  } else if (S_ISFIFO(st.st_mode)) {
+    if (link->rfind("pipe:", 0) == 0) {
+      r.kind = image::FdKind::ExternalPipe;  // classify_pipes() decides
+    } else {
+      r.kind = image::FdKind::Fifo;
+      if (ends_with(*link, " (deleted)") || st.st_nlink == 0) r.attrs |= image::kFdAttrUnlinked;
+      r.path = strip_deleted(r.path);
+    }
+  } else if (S_ISSOCK(st.st_mode)) {
+    r.kind = image::FdKind::Socket;
+    log::warn(
+        "process {}: fd {} ({}) is a socket; it is not saved and will be closed after restart",
+        pid, fd, *link);
+  } else {
+    return unsupported(S_ISBLK(st.st_mode) ? "a block device" : "this file type");
+  }
+  return std::optional<image::FdRecord>(std::move(r));
+}
+
+// Descriptors that refer to one open file description (dup, inheritance) get the same
+// file_id; kcmp(KCMP_FILE) tells, comparing only descriptors of the same inode (in any of the
+// processes).
+void assign_file_ids(std::vector<image::FdRecord>& fds) {
+  uint32_t next = 1;
+  std::map<std::pair<uint64_t, uint64_t>, std::vector<size_t>> by_inode;
+  for (size_t i = 0; i < fds.size(); ++i) {
+    auto& r = fds[i];
+    if (r.kind == image::FdKind::Socket) continue;
+    auto& same = by_inode[{r.id.dev, r.id.ino}];
+    for (size_t j : same)
+      if (::syscall(SYS_kcmp, fds[j].pid, r.pid, KCMP_FILE, fds[j].fd, r.fd) == 0) {
+        r.file_id = fds[j].file_id;
+        break;
+      }
+    if (!r.file_id) r.file_id = next++;
+    same.push_back(i);
+  }
+}
+
 }  // namespace
 
-Result<FilesDump> dump_files(pid_t pid) {
+Result<FilesDump> dump_files(std::span<const pid_t> pids) {
   FilesDump out;
-  CRKIT_ASSIGN(auto fds, proc::list_fds(pid));
   uint32_t next_content = 1;
-  for (int fd : fds) {
-    std::string link_path = fmt::format("/proc/{}/fd/{}", pid, fd);
-    auto link = proc::read_link(link_path);
-    if (!link) continue;  // closed meanwhile (cannot happen while frozen, but harmless)
-    CRKIT_ASSIGN(proc::FdInfo info, proc::read_fdinfo(pid, fd));
-    image::FdRecord r;
-    r.pid = pid;
-    r.fd = fd;
-    r.flags = info.flags & ~kCloexec;
-    r.cloexec = (info.flags & kCloexec) ? 1 : 0;
-    r.pos = info.pos;
-    r.path = *link;
-    auto unsupported = [&](const std::string& kind) {
-      return fail(EBADF,
-                  fmt::format("process {}: fd {} ({}) cannot be checkpointed: {} is not supported",
-                              pid, fd, *link, kind));
-    };
-    if (info.flags & O_PATH) return unsupported("an O_PATH descriptor");
-    if (link->rfind("anon_inode:", 0) == 0) {
-      std::string kind = link->substr(11);
-      kind.erase(
-          std::remove_if(kind.begin(), kind.end(), [](char c) { return c == '[' || c == ']'; }),
-          kind.end());
-      return unsupported(kind.empty() ? "an anonymous-inode file" : kind);
+  for (pid_t pid : pids) {
+    CRKIT_ASSIGN(auto fds, proc::list_fds(pid));
+    for (int fd : fds) {
+      CRKIT_ASSIGN(auto r, describe_fd(pid, fd, out, &next_content));
+      if (r) out.fds.push_back(std::move(*r));
     }
-    struct stat st {};
-    if (::stat(link_path.c_str(), &st) < 0)
-      return fail_errno(fmt::format("examining fd {} of process {}", fd, pid));
-    r.id = file_identity(st);
-    r.size_at_checkpoint = static_cast<uint64_t>(st.st_size);
-    if (S_ISREG(st.st_mode)) {
-      if (ends_with(*link, " (deleted)") || st.st_nlink == 0) {
-        r.kind = image::FdKind::Unlinked;
-        if (ends_with(r.path, " (deleted)")) r.path.resize(r.path.size() - 10);
-        r.content_id = next_content++;
-        out.content_sources[r.content_id] = link_path;
-      } else {
-        r.kind = image::FdKind::Regular;
-      }
-    } else if (S_ISDIR(st.st_mode)) {
-      r.kind = image::FdKind::Directory;
-    } else if (S_ISCHR(st.st_mode)) {
-      if (is_tty_device(st.st_rdev)) {
-        r.kind = image::FdKind::Tty;
-      } else if (major(st.st_rdev) == 1) {
-        r.kind = image::FdKind::CharDevice;
-      } else {
-        return unsupported(
-            fmt::format("character device {}:{}", major(st.st_rdev), minor(st.st_rdev)));
-      }
-    } else if (S_ISFIFO(st.st_mode)) {
-      r.kind = image::FdKind::ExternalPipe;
-    } else if (S_ISSOCK(st.st_mode)) {
-      r.kind = image::FdKind::Socket;
-      log::warn(
-          "process {}: fd {} ({}) is a socket; it is not saved and will be closed after restart",
-          pid, fd, *link);
-    } else {
-      return unsupported(S_ISBLK(st.st_mode) ? "a block device" : "this file type");
-    }
-    out.fds.push_back(std::move(r));
   }
-  assign_file_ids(pid, out.fds);
-  CRKIT_TRY(capture_internal_pipes(pid, out, next_content));
+  assign_file_ids(out.fds);
+  CRKIT_TRY(classify_pipes(out, &next_content));
   return out;
 }
 
@@ -211,15 +184,21 @@ Status write_file_contents(const FilesDump& files, image::ImageWriter& w) {
 
 namespace {
 
-// Opens what record r describes, as a new descriptor (any number).
-Result<UniqueFd> open_for_record(const image::FdRecord& r, const FileContents& contents,
-                                 const RestoreTarget& t) {
-  // Flags that only mean something to open() itself are not re-applied.
-  const uint32_t open_flags =
-      r.flags & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | kTmpfileOnly |
-                                       (r.kind == image::FdKind::Directory ? 0 : O_DIRECTORY));
-  const std::string what =
-      fmt::format("restoring fd {} ({} {})", r.fd, image::fd_kind_name(r.kind), r.path);
+// Flags that only mean something to open() itself are not re-applied.
+uint32_t reopen_flags(const image::FdRecord& r) {
+  return r.flags & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | kTmpfileOnly |
+                                          (r.kind == image::FdKind::Directory ? 0 : O_DIRECTORY));
+}
+
+std::string describe(const image::FdRecord& r) {
+  return fmt::format("restoring fd {} of process {} ({} {})", r.fd, r.pid,
+                     image::fd_kind_name(r.kind), r.path);
+}
+
+// Opens what record r describes (kinds opened by path or duplicated from cr_restart).
+Result<UniqueFd> open_for_record(const image::FdRecord& r, const RestoreTarget& t) {
+  const uint32_t open_flags = reopen_flags(r);
+  const std::string what = describe(r);
   switch (r.kind) {
     case image::FdKind::Regular: {
       std::string path = t.relocate(r.path);
@@ -237,30 +216,6 @@ Result<UniqueFd> open_for_record(const image::FdRecord& r, const FileContents& c
       }
       if (::lseek(fd.get(), static_cast<off_t>(r.pos), SEEK_SET) < 0)
         return fail_errno(fmt::format("{}: seeking {} to offset {}", what, path, r.pos));
-      return fd;
-    }
-    case image::FdKind::Unlinked: {
-      std::string path = t.relocate(r.path);
-      auto slash = path.rfind('/');
-      std::string dir = (slash == std::string::npos || slash == 0) ? std::string("/")
-                                                                   : std::string(path, 0, slash);
-      UniqueFd tmp(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, r.id.mode & 07777));
-      if (!tmp) tmp.reset(::open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
-      if (!tmp) return fail_errno(fmt::format("{}: creating an unlinked file in {}", what, dir));
-      if (auto it = contents.find(r.content_id); it != contents.end()) {
-        size_t off = 0;
-        while (off < it->second.size()) {
-          ssize_t n = ::write(tmp.get(), it->second.data() + off, it->second.size() - off);
-          if (n < 0 && errno == EINTR) continue;
-          if (n < 0) return fail_errno(fmt::format("{}: writing its saved content", what));
-          off += static_cast<size_t>(n);
-        }
-      }
-      std::string self = fmt::format("/proc/self/fd/{}", tmp.get());
-      UniqueFd fd(::open(self.c_str(), static_cast<int>(open_flags) | O_CLOEXEC));
-      if (!fd) return fail_errno(fmt::format("{}: reopening the recreated file", what));
-      if (::lseek(fd.get(), static_cast<off_t>(r.pos), SEEK_SET) < 0)
-        return fail_errno(fmt::format("{}: seeking to offset {}", what, r.pos));
       return fd;
     }
     case image::FdKind::Directory: {
@@ -285,8 +240,9 @@ Result<UniqueFd> open_for_record(const image::FdRecord& r, const FileContents& c
       UniqueFd fd(::open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY));
       if (!fd) {
         log::warn(
-            "fd {} was the terminal {}; cr_restart has no terminal, so it now refers to /dev/null",
-            r.fd, r.path);
+            "process {}: fd {} was the terminal {}; cr_restart has no terminal, so it now refers "
+            "to /dev/null",
+            r.pid, r.fd, r.path);
         fd.reset(::open("/dev/null", O_RDWR | O_CLOEXEC));
       }
       if (!fd) return fail_errno(what);
@@ -302,93 +258,132 @@ Result<UniqueFd> open_for_record(const image::FdRecord& r, const FileContents& c
             fmt::format("{}: duplicating cr_restart's {}", what, src ? "stdout" : "stdin"));
       return UniqueFd(fd);
     }
+    case image::FdKind::Unlinked:  // opened from their inode (open_files)
     case image::FdKind::Socket:
-    case image::FdKind::Pipe:  // created by restore_files_in_standin, pipe by pipe
+    case image::FdKind::Pipe:
+    case image::FdKind::Fifo:
       break;
   }
   return UniqueFd();
 }
 
-// Recreates a pipe internal to the image: its capacity, then the data it held.
-Status create_pipe(const image::FdRecord& r, const FileContents& contents, UniqueFd* rd,
-                   UniqueFd* wr) {
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) < 0)
-    return fail_errno(fmt::format("recreating pipe {} (fd {})", r.path, r.fd));
-  rd->reset(p[0]);
-  wr->reset(p[1]);
-  if (r.size_at_checkpoint &&
-      ::fcntl(p[1], F_SETPIPE_SZ, static_cast<int>(r.size_at_checkpoint)) < 0)
-    return fail_errno(
-        fmt::format("restoring the size ({} bytes) of pipe {}", r.size_at_checkpoint, r.path));
-  auto it = contents.find(r.content_id);
-  if (it == contents.end()) return {};
-  size_t off = 0;
-  while (off < it->second.size()) {
-    ssize_t n = ::write(p[1], it->second.data() + off, it->second.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0)
-      return fail_errno(
-          fmt::format("refilling pipe {} with its {} saved bytes", r.path, it->second.size()));
-    off += static_cast<size_t>(n);
+// An unlinked file's inode, recreated with its saved content once per inode: an O_TMPFILE
+// file in its old directory (or /tmp), or the shared-memory object it is (an open memfd).
+Result<int> unlinked_inode(const image::FdRecord& r, const FileContents& contents,
+                           const RestoreTarget& t, const OpenFiles& files,
+                           std::map<ShmKey, int>& made, std::vector<UniqueFd>& owned) {
+  const ShmKey key{r.id.dev, r.id.ino};
+  if (auto it = made.find(key); it != made.end()) return it->second;
+  const std::string what = describe(r);
+  int fd = -1;
+  if (auto it = files.shared_memory.find(key); it != files.shared_memory.end()) {
+    fd = it->second.get();
+  } else {
+    std::string path = t.relocate(r.path);
+    auto slash = path.rfind('/');
+    std::string dir = (slash == std::string::npos || slash == 0) ? std::string("/")
+                                                                 : std::string(path, 0, slash);
+    UniqueFd tmp(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, r.id.mode & 07777));
+    if (!tmp) tmp.reset(::open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+    if (!tmp) return fail_errno(fmt::format("{}: creating an unlinked file in {}", what, dir));
+    fd = tmp.get();
+    owned.push_back(std::move(tmp));
   }
-  return {};
+  if (auto it = contents.find(r.content_id); it != contents.end()) {
+    const auto& data = it->second;
+    size_t off = 0;
+    while (off < data.size()) {
+      ssize_t n = ::pwrite(fd, data.data() + off, data.size() - off, static_cast<off_t>(off));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return fail_errno(fmt::format("{}: writing its saved content", what));
+      off += static_cast<size_t>(n);
+    }
+  }
+  made[key] = fd;
+  return fd;
+}
+
+// Raises the soft limit on open files to the hard one: every description of the image is
+// open at once while the stand-ins are made (their own limits are set from the image later).
+void allow_many_files() {
+  struct rlimit rl {};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
 }
 
 }  // namespace
 
-Status restore_files_in_standin(const std::vector<image::FdRecord>& fds,
-                                const FileContents& contents, const RestoreTarget& t,
-                                int* keep_fd) {
-  int highest = *keep_fd;
-  for (const auto& r : fds) highest = std::max(highest, r.fd);
+Result<OpenFiles> open_files(std::span<const image::FdRecord> fds, const FileContents& contents,
+                             std::map<ShmKey, UniqueFd> shared_memory, const RestoreTarget& t,
+                             const CredentialsOf& creds) {
+  allow_many_files();
+  OpenFiles files;
+  files.shared_memory = std::move(shared_memory);
+  CRKIT_TRY(open_pipes(fds, contents, t, &files.descriptions));
+  std::map<ShmKey, int> inodes;  // unlinked inodes recreated (or shared memory filled)
+  std::vector<UniqueFd> tmpfiles;
+  for (const auto& r : fds) {
+    if (!r.file_id || files.descriptions.count(r.file_id)) continue;
+    if (r.kind == image::FdKind::Socket || r.kind == image::FdKind::Pipe ||
+        r.kind == image::FdKind::Fifo)
+      continue;
+    // Root restarting a user's image opens that user's files with that user's rights.
+    const image::Credentials* c = creds ? creds(r.pid) : nullptr;
+    CRKIT_ASSIGN(FileCredentials as_owner, FileCredentials::assume(c));
+    UniqueFd fd;
+    if (r.kind == image::FdKind::Unlinked) {
+      CRKIT_ASSIGN(int inode, unlinked_inode(r, contents, t, files, inodes, tmpfiles));
+      std::string self = fmt::format("/proc/self/fd/{}", inode);
+      fd.reset(::open(self.c_str(), static_cast<int>(reopen_flags(r)) | O_CLOEXEC));
+      if (!fd) return fail_errno(fmt::format("{}: reopening the recreated file", describe(r)));
+      if (::lseek(fd.get(), static_cast<off_t>(r.pos), SEEK_SET) < 0)
+        return fail_errno(fmt::format("{}: seeking to offset {}", describe(r), r.pos));
+    } else {
+      CRKIT_ASSIGN(fd, open_for_record(r, t));
+    }
+    files.descriptions[r.file_id] = std::move(fd);
+  }
+  return files;
+}
+
+Status install_fd_table(std::span<const image::FdRecord> mine, const OpenFiles& files,
+                        std::vector<int>* keep) {
+  int highest = 0;
+  for (int k : *keep) highest = std::max(highest, k);
+  for (const auto& r : mine) highest = std::max(highest, r.fd);
   CRKIT_ASSIGN(auto open_now, proc::list_numeric_dir("/proc/self/fd"));
   for (int fd : open_now) highest = std::max(highest, fd);
   const int base = highest + 1;
-  // Move our report channel out of the way first.
-  int moved = ::fcntl(*keep_fd, F_DUPFD_CLOEXEC, base);
-  if (moved < 0) return fail_errno("moving the restorer's channel");
-  ::close(*keep_fd);
-  *keep_fd = moved;
-
-  std::vector<std::pair<const image::FdRecord*, UniqueFd>> opened;
-  std::map<uint32_t, int> by_file_id;                       // file_id -> an opened fd sharing it
-  std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> pipes;  // pipe inode -> (read, write)
-  for (const auto& r : fds) {
-    UniqueFd fd;
-    if (auto it = by_file_id.find(r.file_id); r.file_id && it != by_file_id.end()) {
-      fd.reset(::fcntl(it->second, F_DUPFD_CLOEXEC, base));  // one open file, shared
-      if (!fd) return fail_errno(fmt::format("restoring fd {} as a duplicate", r.fd));
-    } else if (r.kind == image::FdKind::Pipe) {
-      auto& [rd, wr] = pipes[r.id.ino];
-      if (!rd) {
-        CRKIT_TRY(create_pipe(r, contents, &rd, &wr));
-      }
-      bool reader = (r.flags & O_ACCMODE) == O_RDONLY;
-      fd.reset(::fcntl((reader ? rd : wr).get(), F_DUPFD_CLOEXEC, base));
-      if (!fd) return fail_errno(fmt::format("restoring pipe fd {}", r.fd));
-      ::fcntl(fd.get(), F_SETFL, r.flags & O_NONBLOCK);
-    } else {
-      CRKIT_ASSIGN(UniqueFd opened_fd, open_for_record(r, contents, t));
-      if (!opened_fd) continue;  // sockets: left closed
-      fd.reset(::fcntl(opened_fd.get(), F_DUPFD_CLOEXEC, base));
-      if (!fd) return fail_errno(fmt::format("restoring fd {}", r.fd));
-    }
-    if (r.file_id && !by_file_id.count(r.file_id)) by_file_id[r.file_id] = fd.get();
-    opened.emplace_back(&r, std::move(fd));
+  // Everything that stays goes above all restored numbers first.
+  std::set<int> stay;
+  for (int& k : *keep) {
+    int moved = ::fcntl(k, F_DUPFD_CLOEXEC, base);
+    if (moved < 0) return fail_errno(fmt::format("moving descriptor {} out of the way", k));
+    k = moved;
+    stay.insert(moved);
   }
-  pipes.clear();
-  std::set<int> keep{*keep_fd};
-  for (auto& [rec, fd] : opened) keep.insert(fd.get());
+  std::vector<std::pair<const image::FdRecord*, UniqueFd>> placed;
+  for (const auto& r : mine) {
+    if (r.kind == image::FdKind::Socket) continue;  // left closed (BLCR semantics)
+    auto it = files.descriptions.find(r.file_id);
+    if (it == files.descriptions.end() || !it->second)
+      return fail(EIO, fmt::format("{}: its open file was not prepared", describe(r)));
+    UniqueFd fd(::fcntl(it->second.get(), F_DUPFD_CLOEXEC, base));
+    if (!fd) return fail_errno(describe(r));
+    stay.insert(fd.get());
+    placed.emplace_back(&r, std::move(fd));
+  }
   CRKIT_ASSIGN(auto now, proc::list_numeric_dir("/proc/self/fd"));
   for (int fd : now)
-    if (!keep.count(fd)) ::close(fd);
-  for (auto& [rec, fd] : opened) {
+    if (!stay.count(fd)) ::close(fd);
+  for (auto& [rec, fd] : placed) {
     if (::dup2(fd.get(), rec->fd) < 0)
       return fail_errno(fmt::format("placing restored fd {}", rec->fd));
     if (rec->cloexec) ::fcntl(rec->fd, F_SETFD, FD_CLOEXEC);
   }
-  opened.clear();  // closes the temporary high descriptors
+  placed.clear();  // closes the temporary high descriptors
   return {};
 }
 

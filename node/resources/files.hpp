@@ -1,14 +1,26 @@
 // Open files: regular files (by path, flags, offset), unlinked-but-open files (content
-// saved), directories, memory character devices, the terminal, pipes leading outside the
-// image, sockets (saved as closed, as in BLCR). Dump and restore side by side.
+// saved), directories, memory character devices, the terminal, sockets (saved as closed, as
+// in BLCR); pipes and FIFOs are in pipes.hpp. Dump and restore side by side.
+//
+// Dump covers every process of the image at once, so that descriptors sharing one open file
+// description - in one process (dup) or across processes (inheritance) - get the same
+// file_id.
+// Restore opens every open file description of the image once, in the process that creates
+// the stand-ins, before any of them exists (OpenFiles); each stand-in inherits them all and
+// installs its own at the saved numbers. Sharing across processes thus comes from fork(), as
+// it did originally.
 #pragma once
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
+#include <span>
+#include <utility>
 #include <vector>
 
 #include "common/result.hpp"
+#include "common/unique_fd.hpp"
 #include "image/image_file.hpp"
 #include "image/schema.hpp"
 #include "resources/context.hpp"
@@ -16,24 +28,42 @@
 namespace crkit::resources {
 
 struct FilesDump {
-  std::vector<image::FdRecord> fds;
+  std::vector<image::FdRecord> fds;  // by process (in the order given), then by fd
   // content_id -> path to read the content from (/proc/PID/fd/N)
   std::map<uint32_t, std::string> content_sources;
-  // content_id -> data buffered in a pipe internal to the image (captured while frozen)
+  // content_id -> data buffered in a pipe or FIFO (captured while frozen)
   std::map<uint32_t, std::vector<uint8_t>> pipe_data;
 };
 
-// Fails with EBADF naming the fd and its kind for descriptors that cannot be saved.
-Result<FilesDump> dump_files(pid_t pid);
+// The descriptors of all (frozen) processes. Fails with EBADF naming the process, the fd and
+// its kind for descriptors that cannot be saved.
+Result<FilesDump> dump_files(std::span<const pid_t> pids);
 Status write_file_contents(const FilesDump& files, image::ImageWriter& w);
 
-// Contents of unlinked files read from the image: content_id -> bytes.
+// Contents of unlinked files and of pipes read from the image: content_id -> bytes.
 using FileContents = std::map<uint32_t, std::vector<uint8_t>>;
 
-// Runs in the stand-in (ordinary code): rebuilds the fd table exactly, closing everything
-// else except *keep_fd, which is moved above all restored fds (its new number is stored
-// back). stdio_fds are cr_restart's stdin/stdout/terminal as inherited.
-Status restore_files_in_standin(const std::vector<image::FdRecord>& fds,
-                                const FileContents& contents, const RestoreTarget& t, int* keep_fd);
+// Everything the image's processes have open, opened once (see the header comment).
+struct OpenFiles {
+  std::map<uint32_t, UniqueFd> descriptions;  // file_id -> fd
+  std::map<ShmKey, UniqueFd> shared_memory;   // object -> memfd (see memory.hpp)
+};
+
+// The credentials files of a process are opened with (root restarting a user's image).
+using CredentialsOf = std::function<const image::Credentials*(pid_t)>;
+
+// Opens every open file description of fds (all processes). shared_memory (made by
+// create_shared_memory) is moved into the result; unlinked files that are such an object
+// (an open memfd) are opened from it, so that the descriptor and the mappings stay one.
+Result<OpenFiles> open_files(std::span<const image::FdRecord> fds, const FileContents& contents,
+                             std::map<ShmKey, UniqueFd> shared_memory, const RestoreTarget& t,
+                             const CredentialsOf& creds);
+
+// Runs in a stand-in (ordinary code): installs the process's descriptors (mine) from files at
+// their saved numbers with their close-on-exec flags and closes everything else except the
+// descriptors in *keep, which are moved above all restored ones (their new numbers are
+// stored back).
+Status install_fd_table(std::span<const image::FdRecord> mine, const OpenFiles& files,
+                        std::vector<int>* keep);
 
 }  // namespace crkit::resources

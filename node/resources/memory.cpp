@@ -52,7 +52,7 @@ std::string prot_string(uint32_t p) {
 }  // namespace
 
 Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& smaps,
-                               const RemoteAccess* remote) {
+                               const RemoteAccess* remote, SharedPagesSeen* shared_seen) {
   MemoryPlan plan;
   std::vector<uint8_t> resident;
   CRKIT_ASSIGN(proc::Pagemap pm, proc::Pagemap::open(pid));
@@ -157,6 +157,11 @@ Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& sma
           bool want = (e.present() || e.swapped()) && (!anon_only || !e.file_or_shared_anon());
           if (save_all) want = !remote || e.present() || e.swapped() || (resident[i] & 1);
           uint64_t p = a + i * kPage;
+          if (want && shared_seen && v.kind == image::VmaKind::AnonShared) {
+            // Saved once per object: another process of the image may have saved this page.
+            uint64_t index = (m.offset + (p - m.start)) / kPage;
+            want = (*shared_seen)[{v.file.dev, v.file.ino}].insert(index).second;
+          }
           if (want) {
             if (run.npages && run.start + run.npages * kPage != p) flush();
             if (!run.npages) run = PageRun{p, 0, skip_zero};
@@ -351,24 +356,8 @@ Status rebuild_address_space(RestoreTarget& t, const std::vector<image::VmaRecor
   // 3. Create the saved mappings, writable while they are filled.
   std::map<std::string, long> fds;  // remote fds of mapped files, by path and mode
   Status st;
-  // Shared memory: one memfd per object (dev, inode), sized to cover all its mappings, so
-  // that several mappings of one object stay one object.
-  std::map<std::pair<uint64_t, uint64_t>, uint64_t> shm_size;
-  for (const auto& v : vmas)
-    if (v.kind == image::VmaKind::AnonShared && v.file.ino) {
-      auto& sz = shm_size[{v.file.dev, v.file.ino}];
-      sz = std::max(sz, v.pgoff + (v.end - v.start));
-    }
-  std::map<std::pair<uint64_t, uint64_t>, long> shm_fds;
-  for (const auto& [key, size] : shm_size) {
-    CRKIT_ASSIGN(uint64_t name, t.scratch->put_string(0, "crkit-shm"));
-    CRKIT_ASSIGN(long fd, t.main->check("creating a shared memory object", SYS_memfd_create,
-                                        {name, MFD_CLOEXEC}));
-    shm_fds[key] = fd;
-    fds[fmt::format("\2shm{}:{}", key.first, key.second)] = fd;  // closed with the others
-    CRKIT_TRY(t.main->check(fmt::format("sizing a shared memory object to {} bytes", size),
-                            SYS_ftruncate, {static_cast<uint64_t>(fd), size}));
-  }
+  // Shared memory comes as descriptors the process already holds (one per object).
+  for (const auto& [key, fd] : t.shm_fds) fds[fmt::format("\2shm{}:{}", key.first, key.second)] = fd;
   for (const auto& v : vmas) {
     if (v.kind == image::VmaKind::Vdso || v.kind == image::VmaKind::Vvar) continue;
     uint64_t len = v.end - v.start;
@@ -397,8 +386,14 @@ Status rebuild_address_space(RestoreTarget& t, const std::vector<image::VmaRecor
         fds[key] = fd;
       }
       pgoff = v.pgoff;
-    } else if (auto it = shm_fds.find({v.file.dev, v.file.ino});
-               v.kind == image::VmaKind::AnonShared && it != shm_fds.end()) {
+    } else if (v.kind == image::VmaKind::AnonShared && v.file.ino) {
+      auto it = t.shm_fds.find({v.file.dev, v.file.ino});
+      if (it == t.shm_fds.end()) {
+        st = fail(EIO, fmt::format("mapping {:#x}-{:#x} ({}): its shared memory object was not "
+                                   "prepared",
+                                   v.start, v.end, v.name));
+        break;
+      }
       fd = it->second;
       pgoff = v.pgoff;
     } else {
@@ -418,10 +413,43 @@ Status rebuild_address_space(RestoreTarget& t, const std::vector<image::VmaRecor
     }
   }
   for (const auto& [k, fd] : fds) (void)t.main->call(SYS_close, {static_cast<uint64_t>(fd)});
+  t.shm_fds.clear();
   return st;
 }
 
-Status fill_pages(RestoreTarget& t, image::ImageReader& reader,
+std::vector<ShmKey> shared_memory_of(std::span<const image::VmaRecord> vmas) {
+  std::set<ShmKey> keys;
+  for (const auto& v : vmas)
+    if (v.kind == image::VmaKind::AnonShared && v.file.ino) keys.insert({v.file.dev, v.file.ino});
+  return {keys.begin(), keys.end()};
+}
+
+Result<std::map<ShmKey, UniqueFd>> create_shared_memory(std::span<const image::VmaRecord> vmas) {
+  std::map<ShmKey, uint64_t> size;
+  std::map<ShmKey, std::string> name;
+  for (const auto& v : vmas) {
+    if (v.kind != image::VmaKind::AnonShared || !v.file.ino) continue;
+    ShmKey key{v.file.dev, v.file.ino};
+    auto& sz = size[key];
+    sz = std::max(sz, v.pgoff + (v.end - v.start));
+    if (!name.count(key))  // "/memfd:NAME" keeps its name; others become "crkit-shm"
+      name[key] = starts_with(v.name, "/memfd:") ? v.name.substr(7) : "crkit-shm";
+  }
+  std::map<ShmKey, UniqueFd> out;
+  for (const auto& [key, sz] : size) {
+    UniqueFd fd(static_cast<int>(::syscall(SYS_memfd_create, name[key].c_str(), MFD_CLOEXEC)));
+    if (!fd)
+      return fail_errno(fmt::format("creating the shared memory object {} ({} bytes)", name[key],
+                                    sz));
+    if (::ftruncate(fd.get(), static_cast<off_t>(sz)) < 0)
+      return fail_errno(fmt::format("sizing the shared memory object {} to {} bytes", name[key],
+                                    sz));
+    out[key] = std::move(fd);
+  }
+  return out;
+}
+
+Status fill_pages(const std::map<pid_t, RestoreTarget*>& targets, image::ImageReader& reader,
                   std::optional<image::RawRecord> first, const ProgressFn& progress,
                   uint64_t total_bytes) {
   uint64_t done = 0;
@@ -437,9 +465,15 @@ Status fill_pages(RestoreTarget& t, image::ImageReader& reader,
       if (h.compression != image::kCompressNone)
         return fail(EINVAL, fmt::format("{}: record #{}: unsupported page compression {}",
                                         reader.name(), rec->number, h.compression));
-      if (Status s = inject::write_memory(t.real_pid, h.vaddr, data); !s)
-        return fail(s.error().context(
-            fmt::format("restoring memory at {:#x} ({} pages)", h.vaddr, h.npages)));
+      auto t = targets.find(h.pid);
+      if (t == targets.end())
+        return fail(EINVAL, fmt::format("{}: record #{} (Pages) at offset {}: pages of process "
+                                        "{}, which the image does not hold",
+                                        reader.name(), rec->number, rec->offset, h.pid));
+      if (Status s = inject::write_memory(t->second->real_pid, h.vaddr, data); !s)
+        return fail(s.error().context(fmt::format("restoring memory of process {} at {:#x} ({} "
+                                                  "pages)",
+                                                  h.pid, h.vaddr, h.npages)));
       done += data.size();
       if (progress && !progress(done, total_bytes))
         return fail(ETIMEDOUT, "restart cancelled: time limit reached");

@@ -7,13 +7,23 @@
 // to the old address.
 // Restore: the stand-in's own mappings are removed, the saved layout is rebuilt with remote
 // mmap() calls, and pages are written into it.
+//
+// Shared memory between processes (MAP_SHARED|MAP_ANONYMOUS inherited over fork, memfds,
+// deleted shared files, SysV segments) is saved once per object: the first process that maps
+// a page of it saves that page. At restart each object is one memfd, made before the
+// stand-ins exist and inherited by every process that maps it; a page written through one
+// mapping is seen through all.
 #pragma once
 
 #include <functional>
+#include <map>
 #include <optional>
+#include <set>
+#include <span>
 #include <vector>
 
 #include "common/result.hpp"
+#include "common/unique_fd.hpp"
 #include "image/image_file.hpp"
 #include "image/schema.hpp"
 #include "proc/proc.hpp"
@@ -46,8 +56,12 @@ struct RemoteAccess {
   inject::RemoteCaller* caller = nullptr;
   engine::RemoteScratch* scratch = nullptr;
 };
+// Pages of shared-memory objects already planned by another process of the image:
+// object -> page indexes within the object.
+using SharedPagesSeen = std::map<ShmKey, std::set<uint64_t>>;
 Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& smaps,
-                               const RemoteAccess* remote = nullptr);
+                               const RemoteAccess* remote = nullptr,
+                               SharedPagesSeen* shared_seen = nullptr);
 Result<MemoryStats> write_memory_pages(pid_t pid, const MemoryPlan& plan, image::ImageWriter& w,
                                        const ProgressFn& progress);
 
@@ -60,12 +74,21 @@ Result<uint64_t> find_free_range(const std::vector<image::VmaRecord>& saved,
 // Checks that files mapped by reference still match their saved identity.
 Status check_mapped_files(const RestoreTarget& t, const std::vector<image::VmaRecord>& vmas);
 
+// Creates the image's shared-memory objects (ordinary code, in the process that creates the
+// stand-ins): one memfd per object, named as the original memfd was, sized to cover every
+// mapping of it. vmas: all processes'.
+Result<std::map<ShmKey, UniqueFd>> create_shared_memory(std::span<const image::VmaRecord> vmas);
+// The objects a process maps.
+std::vector<ShmKey> shared_memory_of(std::span<const image::VmaRecord> vmas);
+
 // Replaces the stand-in's address space with the saved layout (contents not yet written).
+// Shared-memory objects are mapped from t.shm_fds, which are closed afterwards.
 Status rebuild_address_space(RestoreTarget& t, const std::vector<image::VmaRecord>& vmas);
 
-// Writes the pages of the remaining Pages records from reader into the stand-in. `first` is
-// a record already read from the stream (the first Pages record), if any.
-Status fill_pages(RestoreTarget& t, image::ImageReader& reader,
+// Writes the pages of the remaining Pages records from reader into the processes being
+// restored (by the pid each record names). `first` is a record already read from the stream
+// (the first Pages record), if any.
+Status fill_pages(const std::map<pid_t, RestoreTarget*>& targets, image::ImageReader& reader,
                   std::optional<image::RawRecord> first, const ProgressFn& progress,
                   uint64_t total_bytes);
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -41,6 +42,7 @@ Result<image::ProcessRecord> dump_process(const DumpTarget& t) {
   p.ppid = st.ppid;
   p.pgid = st.pgrp;
   p.sid = st.session;
+  p.exit_signal = static_cast<uint32_t>(st.exit_signal);
   CRKIT_ASSIGN(std::string comm, proc::read_file(fmt::format("/proc/{}/comm", pid)));
   while (!comm.empty() && comm.back() == '\n') comm.pop_back();
   p.comm = comm;
@@ -76,6 +78,10 @@ Result<image::ProcessRecord> dump_process(const DumpTarget& t) {
                t.main->check(fmt::format("reading the dumpable flag of process {}", pid), SYS_prctl,
                              {PR_GET_DUMPABLE}));
   p.dumpable = static_cast<uint32_t>(dumpable);
+  CRKIT_TRY(t.main->check(fmt::format("reading the parent-death signal of process {}", pid),
+                          SYS_prctl, {PR_GET_PDEATHSIG, t.scratch->addr()}));
+  CRKIT_ASSIGN(int pdeath, t.scratch->get_struct<int>(0));
+  p.pdeath_signal = static_cast<uint32_t>(pdeath);
 
   auto& mm = p.mm;
   mm.start_code = st.start_code, mm.end_code = st.end_code;
@@ -144,10 +150,9 @@ Status apply_process_attrs_in_standin(const image::ProcessRecord& p, const Resto
   return {};
 }
 
-Status assume_file_credentials(const image::ProcessRecord& p) {
-  if (::getuid() != 0 || p.creds.fsuid == 0) return {};
-  // Root restarting a user's image opens that user's files with that user's rights.
-  const auto& c = p.creds;
+namespace {
+
+Status take_file_credentials(const image::Credentials& c) {
   std::vector<gid_t> groups(c.groups.begin(), c.groups.end());
   if (::setgroups(groups.size(), groups.data()) < 0)
     return fail_errno(fmt::format("taking on the supplementary groups of uid {}", c.uid));
@@ -158,8 +163,54 @@ Status assume_file_credentials(const image::ProcessRecord& p) {
   return {};
 }
 
+bool needs_file_credentials(const image::Credentials* c) {
+  return c && ::getuid() == 0 && c->fsuid != 0;
+}
+
+}  // namespace
+
+Status assume_file_credentials(const image::ProcessRecord& p) {
+  // Root restarting a user's image opens that user's files with that user's rights.
+  if (!needs_file_credentials(&p.creds)) return {};
+  return take_file_credentials(p.creds);
+}
+
+Result<FileCredentials> FileCredentials::assume(const image::Credentials* c) {
+  FileCredentials fc;
+  if (!needs_file_credentials(c)) return fc;
+  fc.old_fsuid_ = static_cast<uid_t>(::setfsuid(static_cast<uid_t>(-1)));
+  fc.old_fsgid_ = static_cast<gid_t>(::setfsgid(static_cast<gid_t>(-1)));
+  int n = ::getgroups(0, nullptr);
+  if (n < 0) return fail_errno("reading the supplementary groups");
+  fc.old_groups_.resize(static_cast<size_t>(n));
+  if (n > 0 && ::getgroups(n, fc.old_groups_.data()) < 0)
+    return fail_errno("reading the supplementary groups");
+  fc.active_ = true;  // from here on the destructor puts ours back, also on failure
+  CRKIT_TRY(take_file_credentials(*c));
+  return fc;
+}
+
+FileCredentials::FileCredentials(FileCredentials&& o) noexcept
+    : active_(std::exchange(o.active_, false)),
+      old_fsuid_(o.old_fsuid_),
+      old_fsgid_(o.old_fsgid_),
+      old_groups_(std::move(o.old_groups_)) {}
+
+FileCredentials::~FileCredentials() {
+  if (!active_) return;
+  ::setfsuid(old_fsuid_);
+  ::setfsgid(old_fsgid_);
+  (void)::setgroups(old_groups_.size(), old_groups_.data());
+}
+
 Status restore_dumpable(RestoreTarget& t, const image::ProcessRecord& p) {
   CRKIT_TRY(t.main->check("restoring the dumpable flag", SYS_prctl, {PR_SET_DUMPABLE, p.dumpable}));
+  return {};
+}
+
+Status restore_pdeath_signal(RestoreTarget& t, const image::ProcessRecord& p, bool orphan) {
+  const uint64_t sig = orphan ? 0 : p.pdeath_signal;
+  CRKIT_TRY(t.main->check("restoring the parent-death signal", SYS_prctl, {PR_SET_PDEATHSIG, sig}));
   return {};
 }
 

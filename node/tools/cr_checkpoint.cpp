@@ -513,16 +513,19 @@ int fail_exit(const Error& e) {
 // and removed any partial file; main() then lets a pending terminating signal end us.
 int checkpoint(const Options& o, const TerminatingSignals& term) {
   auto t0 = std::chrono::steady_clock::now();
-  auto pid = crkit::engine::resolve_scope(o.scope, o.id);
-  if (!pid) return fail_exit(pid.error());
+  // What the request names, in words: "process 42", "process group 42", ...
+  const std::string what = fmt::format(
+      "{} {}", o.scope == crkit::engine::Scope::Tree ? "process" : crkit::resources::scope_name(o.scope),
+      o.id);
+  if (Status ok = crkit::engine::check_request(o.scope, o.id); !ok) return fail_exit(ok.error());
   auto dest = Destination::open(o);
   if (!dest) return fail_exit(dest.error());
 
   // A signal before the image is complete and has its final name cancels the checkpoint: the
   // target is released untouched and the partial file removed.
   auto cancelled_by = [&](int sig) {
-    crkit::log::error("checkpoint of process {} cancelled by {}; the process was left running",
-                      *pid, signal_name(sig));
+    crkit::log::error("checkpoint of {} cancelled by {}; the processes were left running", what,
+                      signal_name(sig));
     return 128 + sig;
   };
   if (int sig = term.pending()) {  // before anything is frozen
@@ -533,7 +536,7 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
   crkit::image::ImageWriter writer(dest->fd(), dest->name());
   crkit::tools::Progress progress(
       ::isatty(2) && crkit::log::threshold() >= crkit::log::Level::Normal, "cr_checkpoint");
-  auto ck = crkit::engine::checkpoint_process(*pid, o.scope, writer, [&](uint64_t d, uint64_t t) {
+  auto ck = crkit::engine::checkpoint(o.scope, o.id, writer, [&](uint64_t d, uint64_t t) {
     progress(d, t);
     return g_timed_out == 0 && term.pending() == 0;
   });
@@ -548,7 +551,7 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
     ck->frozen.release();
     return fail_exit(Error{
         ETIMEDOUT,
-        fmt::format("checkpoint of process {} exceeded the time limit of {}s", *pid, o.timeout)});
+        fmt::format("checkpoint of {} exceeded the time limit of {}s", what, o.timeout)});
   }
   if (!ck) {
     dest->abandon();
@@ -565,34 +568,39 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
   if (committed) committed = dest->publish(o.sync);
   if (!committed) {
     dest->abandon();
-    return fail_exit(committed.error());  // ck goes out of scope: the target is released untouched
+    return fail_exit(committed.error());  // ck goes out of scope: the targets are released untouched
   }
   auto t_dumped = std::chrono::steady_clock::now();
+  const std::vector<pid_t> pids = ck->frozen.pids();
   if (o.signal == SIGKILL) {
     ck->frozen.kill_frozen();
   } else {
     ck->frozen.release();
-    if (o.signal) ::kill(*pid, o.signal);
+    if (o.signal)  // BLCR: to every process of the checkpoint
+      for (pid_t p : pids) ::kill(p, o.signal);
   }
+  const std::string file = dest->final_path().empty() ? dest->name() : dest->final_path();
   // The image is complete and in place; a signal that came since still decides our status.
   if (int sig = term.pending()) {
-    crkit::log::error("checkpointed process {} into {}, then received {}", *pid,
-                      dest->final_path().empty() ? dest->name() : dest->final_path(),
-                      signal_name(sig));
+    crkit::log::error("checkpointed {} into {}, then received {}", what, file, signal_name(sig));
     return 128 + sig;
   }
   auto t1 = std::chrono::steady_clock::now();
   double frozen = std::chrono::duration<double>(t_dumped - t0).count();
   double total = std::chrono::duration<double>(t1 - t0).count();
   crkit::log::info(
-      "checkpointed process {} ({} threads, {} pages, {} zero pages skipped, {} fds) into {}: {} "
-      "bytes in {:.3f}s",
-      *pid, ck->stats.threads, ck->stats.pages_written, ck->stats.zero_pages_skipped, ck->stats.fds,
-      dest->name(), ck->stats.image_bytes, total);
+      "checkpointed {} ({} processes, {} threads, {} pages, {} zero pages skipped, {} fds) into "
+      "{}: {} bytes in {:.3f}s",
+      what, ck->stats.processes, ck->stats.threads, ck->stats.pages_written,
+      ck->stats.zero_pages_skipped, ck->stats.fds, dest->name(), ck->stats.image_bytes, total);
   if (o.json) {
-    nlohmann::json j = {{"pid", *pid},
-                        {"file", dest->final_path().empty() ? dest->name() : dest->final_path()},
+    nlohmann::json j = {{"pid", o.id},
+                        {"scope", crkit::resources::scope_name(o.scope)},
+                        {"file", file},
                         {"image_bytes", ck->stats.image_bytes},
+                        {"processes", ck->stats.processes},
+                        {"pids", pids},
+                        {"zombies_skipped", ck->zombies},
                         {"threads", ck->stats.threads},
                         {"pages_written", ck->stats.pages_written},
                         {"zero_pages_skipped", ck->stats.zero_pages_skipped},

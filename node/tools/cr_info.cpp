@@ -332,6 +332,7 @@ void print_text(const ImageData& img) {
   for (const ProcessRecord& p : img.processes) {
     fmt::print("\nProcess {} ({})\n", p.pid, p.comm);
     fmt::print("  ppid {}  pgid {}  sid {}\n", p.ppid, p.pgid, p.sid);
+    if (p.pdeath_signal) fmt::print("  parent-death signal: {}\n", signal_name(static_cast<int>(p.pdeath_signal)));
     fmt::print("  exe:        {}\n", p.mm.exe_path);
     fmt::print("  cwd:        {}\n", p.cwd);
     if (!p.root.empty() && p.root != "/") fmt::print("  root:       {}\n", p.root);
@@ -412,6 +413,13 @@ void print_text(const ImageData& img) {
         path += fmt::format(" (unlinked, {} saved)",
                             human_size(c == img.content_bytes.end() ? 0 : c->second));
       }
+      if (f.kind == FdKind::Pipe || f.kind == FdKind::Fifo) {
+        auto c = f.content_id ? img.content_bytes.find(f.content_id) : img.content_bytes.end();
+        path += fmt::format(" ({}{} buffered, capacity {})",
+                            f.attrs & kFdAttrUnlinked ? "removed, " : "",
+                            human_size(c == img.content_bytes.end() ? 0 : c->second),
+                            human_size(f.size_at_checkpoint));
+      }
       fmt::print("    {:<5} {:<14} {:<28} {:>12}  {}\n", f.fd, fd_kind_name(f.kind),
                  open_flags(f.flags, f.cloexec != 0), f.pos, path);
     }
@@ -479,6 +487,8 @@ json to_json(const ImageData& img) {
         {"ppid", p.ppid},
         {"pgid", p.pgid},
         {"sid", p.sid},
+        {"exit_signal", p.exit_signal},
+        {"pdeath_signal", p.pdeath_signal},
         {"comm", p.comm},
         {"exe", p.mm.exe_path},
         {"cwd", p.cwd},
@@ -558,6 +568,14 @@ json to_json(const ImageData& img) {
       o["content_id"] = f.content_id;
       o["content_bytes"] = c == img.content_bytes.end() ? 0 : c->second;
     }
+    if (f.kind == FdKind::Pipe || f.kind == FdKind::Fifo) {
+      auto c = f.content_id ? img.content_bytes.find(f.content_id) : img.content_bytes.end();
+      o["pipe_ino"] = f.id.ino;
+      o["buffered_bytes"] = c == img.content_bytes.end() ? 0 : c->second;
+      o["capacity"] = f.size_at_checkpoint;
+    }
+    if (f.kind == FdKind::Fifo) o["unlinked"] = (f.attrs & kFdAttrUnlinked) != 0;
+    o["file_id"] = f.file_id;
     fds.push_back(std::move(o));
   }
   j["fds"] = fds;

@@ -428,17 +428,29 @@ int main(int argc, char** argv) {
   }
   owned.reset();
   crkit::log::info(
-      "restarted process {}{}", r->original_pid,
+      "restarted process {}{}{}", r->original_pid,
+      r->all.size() > 1 ? fmt::format(" and {} more", r->all.size() - 1) : "",
       r->in_new_pidns ? fmt::format(" (in a new PID namespace; {} here)", r->restored) : "");
 
   start_forwarding(r->restored);
-  if (o.signal) ::kill(r->restored, o.signal);
+  // BLCR: the signal option goes to every restarted process.
+  if (o.signal)
+    for (pid_t p : r->all) ::kill(p, o.signal);
   if (!o.hooks.on_success.empty()) {
     int h = run_hook(o.hooks.on_success);
     if (h) return h;
   }
 
   int status = 0;
+  if (r->in_new_pidns) {
+    // The namespace's init passes the root's status on when the root ends (the init itself
+    // stays while other processes of the namespace live).
+    int inner = 0;
+    ssize_t n;
+    do n = ::read(r->status_fd.get(), &inner, sizeof(inner));
+    while (n < 0 && errno == EINTR);
+    if (n == sizeof(inner)) mimic(inner);
+  }
   for (;;) {
     pid_t w = ::waitpid(r->child, &status, __WALL);
     if (w == r->child) break;
@@ -446,14 +458,6 @@ int main(int argc, char** argv) {
       crkit::log::error("waiting for process {}: {}", r->child, std::strerror(errno));
       return 1;
     }
-  }
-  if (r->in_new_pidns) {
-    // The namespace's init passes the restored process's status on.
-    int inner = 0;
-    ssize_t n;
-    do n = ::read(r->status_fd.get(), &inner, sizeof(inner));
-    while (n < 0 && errno == EINTR);
-    if (n == sizeof(inner)) status = inner;
   }
   mimic(status);
 }

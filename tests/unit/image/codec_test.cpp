@@ -189,13 +189,16 @@ T roundtrip(const T& v, size_t* encoded_size = nullptr) {
   return out;
 }
 
-// Every prefix of an encoding fails to decode with an EIO that names a field.
+// Every prefix of an encoding fails to decode with an EIO that names a field, except one of
+// exactly version1_size bytes (a record as format version 1 wrote it, without the fields
+// added in version 2).
 template <class T>
-void expect_prefixes_fail(const T& v) {
+void expect_prefixes_fail(const T& v, size_t version1_size = 0) {
   Encoder e;
   encode(e, v);
   const auto& full = e.buffer();
   for (size_t n = 0; n < full.size(); ++n) {
+    if (version1_size && n == version1_size) continue;
     std::vector<uint8_t> part(full.begin(), full.begin() + n);
     Decoder d(part);
     T out;
@@ -217,8 +220,23 @@ TEST(CodecRoundtrip, ImageInfo) {
 
 TEST(CodecRoundtrip, ProcessRecord) {
   ProcessRecord v = sample_process();
-  expect_eq(roundtrip(v), v);
-  expect_prefixes_fail(v);
+  size_t n = 0;
+  expect_eq(roundtrip(v, &n), v);
+  expect_prefixes_fail(v, n - 8);
+}
+
+// A version-1 Process record ends before exit_signal: it decodes, with the defaults.
+TEST(CodecRoundtrip, ProcessRecordVersion1) {
+  ProcessRecord v = sample_process();
+  Encoder e;
+  encode(e, v);
+  std::vector<uint8_t> v1(e.buffer().begin(), e.buffer().end() - 8);
+  Decoder d(v1);
+  ProcessRecord out;
+  ASSERT_TRUE(decode(d, out).ok());
+  EXPECT_EQ(out.no_new_privs, v.no_new_privs);
+  EXPECT_EQ(out.exit_signal, 17u);
+  EXPECT_EQ(out.pdeath_signal, 0u);
 }
 
 TEST(CodecRoundtrip, ProcessRecordEmptyVectors) {
@@ -253,18 +271,31 @@ TEST(CodecRoundtrip, EveryVmaKind) {
 
 TEST(CodecRoundtrip, FdRecord) {
   FdRecord v = sample_fd();
-  expect_eq(roundtrip(v), v);
-  expect_prefixes_fail(v);
+  size_t n = 0;
+  expect_eq(roundtrip(v, &n), v);
+  expect_prefixes_fail(v, n - 4);
+}
+
+TEST(CodecRoundtrip, FdRecordVersion1) {
+  FdRecord v = sample_fd();
+  Encoder e;
+  encode(e, v);
+  std::vector<uint8_t> v1(e.buffer().begin(), e.buffer().end() - 4);
+  Decoder d(v1);
+  FdRecord out;
+  ASSERT_TRUE(decode(d, out).ok());
+  EXPECT_EQ(out.file_id, v.file_id);
+  EXPECT_EQ(out.attrs, 0u);
 }
 
 TEST(CodecRoundtrip, EveryFdKind) {
-  for (uint32_t k = 1; k <= 8; ++k) {
+  for (uint32_t k = 1; k <= 9; ++k) {
     FdRecord v = sample_fd();
     v.kind = static_cast<FdKind>(k);
     EXPECT_STRNE(fd_kind_name(v.kind), "unknown");
     EXPECT_EQ(roundtrip(v).kind, v.kind);
   }
-  EXPECT_STREQ(fd_kind_name(static_cast<FdKind>(9)), "unknown");
+  EXPECT_STREQ(fd_kind_name(static_cast<FdKind>(10)), "unknown");
 }
 
 TEST(CodecRoundtrip, FileContentHeader) {

@@ -106,7 +106,7 @@ TEST(ImageFile, RoundtripThroughTempFile) {
   ASSERT_TRUE(rfd.valid());
   ImageReader r(rfd.get(), path);
   ASSERT_TRUE(r.read_file_header().ok());
-  EXPECT_EQ(r.version(), 1u);
+  EXPECT_EQ(r.version(), 2u);
   std::vector<RawRecord> recs;
   for (;;) {
     auto n = r.next();
@@ -133,7 +133,7 @@ TEST(ImageFile, NextReadsFileHeaderIfNeeded) {
     ++n;
   }
   EXPECT_EQ(n, 10u);
-  EXPECT_EQ(r.version(), 1u);
+  EXPECT_EQ(r.version(), 2u);
 }
 
 // Writer and reader on the two ends of a pipe, with page data larger than the pipe buffer and
@@ -197,7 +197,7 @@ TEST(ImageFile, OnDiskLayout) {
   std::vector<uint8_t> b = sample_image_bytes(&layout);
   ASSERT_EQ(layout.records.size(), 12u);
   EXPECT_EQ(std::memcmp(b.data(), "CRKITIMG", 8), 0);
-  EXPECT_EQ(b[8], 1);
+  EXPECT_EQ(b[8], 2);
   EXPECT_EQ(b[9] | b[10] | b[11], 0);
   uint32_t hcrc = b[12] | b[13] << 8 | b[14] << 16 | static_cast<uint32_t>(b[15]) << 24;
   EXPECT_EQ(hcrc, crc32c({b.data(), 12}));
@@ -327,13 +327,21 @@ TEST(ImageReaderErrors, NotAnImageAtAll) {
 
 TEST(ImageReaderErrors, WrongVersion) {
   std::vector<uint8_t> b = sample_image_bytes();
-  put_u32(b, 8, 2);
+  put_u32(b, 8, 3);
   put_u32(b, 12, crc32c({b.data(), 12}));
   auto r = read_bytes(b, "ctx.img");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, EINVAL);
   EXPECT_EQ(r.error().message,
-            "ctx.img: image format version 2 is not supported (this crkit reads version 1)");
+            "ctx.img: image format version 3 is not supported (this crkit reads versions 1 to 2)");
+}
+
+TEST(ImageReaderErrors, VersionOneIsAccepted) {
+  std::vector<uint8_t> b = sample_image_bytes();
+  put_u32(b, 8, 1);
+  put_u32(b, 12, crc32c({b.data(), 12}));
+  auto r = read_bytes(b, "ctx.img");
+  EXPECT_TRUE(r.ok()) << r.error().message;
 }
 
 TEST(ImageReaderErrors, UnknownRecordType) {

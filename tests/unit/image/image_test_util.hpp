@@ -85,6 +85,8 @@ inline ProcessRecord sample_process(int32_t pid = 4242) {
   v.thread_count = 2;
   v.dumpable = 0;
   v.no_new_privs = 1;
+  v.exit_signal = 10;
+  v.pdeath_signal = 15;
   return v;
 }
 
@@ -144,6 +146,7 @@ inline FdRecord sample_fd(int32_t pid = 4242) {
   v.size_at_checkpoint = 20000;
   v.content_id = 7;
   v.file_id = 11;
+  v.attrs = kFdAttrUnlinked;
   return v;
 }
 
@@ -254,6 +257,8 @@ inline void expect_eq(const ProcessRecord& a, const ProcessRecord& b) {
   EXPECT_EQ(a.thread_count, b.thread_count);
   EXPECT_EQ(a.dumpable, b.dumpable);
   EXPECT_EQ(a.no_new_privs, b.no_new_privs);
+  EXPECT_EQ(a.exit_signal, b.exit_signal);
+  EXPECT_EQ(a.pdeath_signal, b.pdeath_signal);
 }
 
 inline void expect_eq(const ThreadRecord& a, const ThreadRecord& b) {
@@ -301,6 +306,7 @@ inline void expect_eq(const FdRecord& a, const FdRecord& b) {
   EXPECT_EQ(a.size_at_checkpoint, b.size_at_checkpoint);
   EXPECT_EQ(a.content_id, b.content_id);
   EXPECT_EQ(a.file_id, b.file_id);
+  EXPECT_EQ(a.attrs, b.attrs);
 }
 
 inline void expect_eq(const PagesHeader& a, const PagesHeader& b) {

@@ -415,6 +415,7 @@ TEST(ParseStat, RealSampleWithParenthesesInComm) {
   EXPECT_EQ(s.start_code, 94610109448192u);
   EXPECT_EQ(s.end_code, 94610109448533u);
   EXPECT_EQ(s.start_stack, 140732407321888u);
+  EXPECT_EQ(s.exit_signal, 17);
   EXPECT_EQ(s.start_data, 94610109459888u);
   EXPECT_EQ(s.end_data, 94610109460504u);
   EXPECT_EQ(s.start_brk, 94610352857088u);

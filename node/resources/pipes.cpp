@@ -1,0 +1,229 @@
+#include "resources/pipes.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "common/log.hpp"
+
+namespace crkit::resources {
+namespace {
+
+using Inode = std::pair<uint64_t, uint64_t>;  // (dev, ino)
+
+bool reads(const image::FdRecord& r) {
+  return (r.flags & O_ACCMODE) != O_WRONLY;
+}
+bool writes(const image::FdRecord& r) {
+  return (r.flags & O_ACCMODE) != O_RDONLY;
+}
+bool is_pipe_like(const image::FdRecord& r) {
+  return r.kind == image::FdKind::ExternalPipe || r.kind == image::FdKind::Pipe ||
+         r.kind == image::FdKind::Fifo;
+}
+
+// Whether the other end of the pipe behind fd of pid is closed everywhere, asked of the
+// process's own open file description (a fresh open could not tell): a read end without
+// writers polls POLLHUP, a write end without readers POLLERR. False when it cannot be told.
+bool other_end_closed(pid_t pid, int fd, bool reader) {
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!pidfd) return false;
+  UniqueFd mine(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), fd, 0)));
+  if (!mine) {
+    log::debug("process {}: cannot look at fd {} (pidfd_getfd: {})", pid, fd,
+               std::strerror(errno));
+    return false;
+  }
+  struct pollfd p {
+    mine.get(), static_cast<short>(reader ? POLLIN : POLLOUT), 0
+  };
+  if (::poll(&p, 1, 0) < 0) return false;
+  return reader ? (p.revents & POLLHUP) != 0 : (p.revents & POLLERR) != 0;
+}
+
+// The bytes buffered in the pipe behind /proc/PID/fd/FD, copied with tee(2) from a second
+// read end so that the pipe keeps them; and its capacity.
+Status capture(const image::FdRecord& r, uint64_t* capacity, std::vector<uint8_t>* data) {
+  std::string src = fmt::format("/proc/{}/fd/{}", r.pid, r.fd);
+  UniqueFd reader(::open(src.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  if (!reader)
+    return fail_errno(fmt::format("process {}: opening {} {} (fd {}) to copy its data", r.pid,
+                                  image::fd_kind_name(r.kind), r.path, r.fd));
+  int cap = ::fcntl(reader.get(), F_GETPIPE_SZ);
+  if (cap < 0)
+    return fail_errno(fmt::format("process {}: reading the size of pipe {}", r.pid, r.path));
+  *capacity = static_cast<uint64_t>(cap);
+  int tmp[2];
+  if (::pipe2(tmp, O_CLOEXEC | O_NONBLOCK) < 0)
+    return fail_errno("creating a pipe to copy pipe data");
+  UniqueFd tr(tmp[0]), tw(tmp[1]);
+  ::fcntl(tw.get(), F_SETPIPE_SZ, cap);
+  ssize_t n = ::tee(reader.get(), tw.get(), static_cast<size_t>(cap), SPLICE_F_NONBLOCK);
+  if (n < 0 && errno != EAGAIN)
+    return fail_errno(
+        fmt::format("process {}: copying the data of pipe {} with tee", r.pid, r.path));
+  data->assign(n > 0 ? static_cast<size_t>(n) : 0, 0);
+  size_t got = 0;
+  while (got < data->size()) {
+    ssize_t k = ::read(tr.get(), data->data() + got, data->size() - got);
+    if (k <= 0)
+      return fail_errno(
+          fmt::format("process {}: reading the copied data of pipe {}", r.pid, r.path));
+    got += static_cast<size_t>(k);
+  }
+  return {};
+}
+
+}  // namespace
+
+Status classify_pipes(FilesDump& out, uint32_t* next_content) {
+  std::map<Inode, std::vector<size_t>> by_inode;
+  for (size_t i = 0; i < out.fds.size(); ++i)
+    if (is_pipe_like(out.fds[i])) by_inode[{out.fds[i].id.dev, out.fds[i].id.ino}].push_back(i);
+  for (auto& [inode, recs] : by_inode) {
+    bool reader = false, writer = false;
+    for (size_t i : recs) {
+      reader |= reads(out.fds[i]);
+      writer |= writes(out.fds[i]);
+    }
+    const image::FdRecord& first = out.fds[recs.front()];
+    bool internal = reader && writer;
+    // One end only: the pipe is still internal if the other end is closed everywhere.
+    if (!internal) internal = other_end_closed(first.pid, first.fd, reader);
+    if (first.kind == image::FdKind::ExternalPipe && internal)
+      for (size_t i : recs) out.fds[i].kind = image::FdKind::Pipe;
+    if (!internal) continue;
+    uint64_t capacity = 0;
+    std::vector<uint8_t> data;
+    CRKIT_TRY(capture(first, &capacity, &data));
+    uint32_t content = 0;
+    if (reader && !data.empty()) {  // data nobody can read any more is not worth keeping
+      content = (*next_content)++;
+      out.pipe_data[content] = std::move(data);
+    }
+    for (size_t i : recs) {
+      out.fds[i].size_at_checkpoint = capacity;
+      out.fds[i].content_id = content;
+    }
+  }
+  return {};
+}
+
+namespace {
+
+Status refill(int wr, const image::FdRecord& r, const FileContents& contents) {
+  if (r.size_at_checkpoint && ::fcntl(wr, F_SETPIPE_SZ, static_cast<int>(r.size_at_checkpoint)) < 0)
+    return fail_errno(fmt::format("restoring the size ({} bytes) of {} {}", r.size_at_checkpoint,
+                                  image::fd_kind_name(r.kind), r.path));
+  auto it = contents.find(r.content_id);
+  if (!r.content_id || it == contents.end()) return {};
+  // Non-blocking: data that does not fit is an error, never a hang.
+  int fl = ::fcntl(wr, F_GETFL);
+  ::fcntl(wr, F_SETFL, fl | O_NONBLOCK);
+  size_t off = 0;
+  while (off < it->second.size()) {
+    ssize_t n = ::write(wr, it->second.data() + off, it->second.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0)
+      return fail_errno(fmt::format("refilling {} {} with its {} saved bytes",
+                                    image::fd_kind_name(r.kind), r.path, it->second.size()));
+    off += static_cast<size_t>(n);
+  }
+  ::fcntl(wr, F_SETFL, fl);
+  return {};
+}
+
+// A FIFO's inode held open for reading and writing (so that opening either end never
+// blocks), made again first if its path was removed.
+Result<UniqueFd> open_fifo(const image::FdRecord& r, const RestoreTarget& t) {
+  std::string path = t.relocate(r.path);
+  std::string made;
+  if (r.attrs & image::kFdAttrUnlinked) {
+    auto slash = path.rfind('/');
+    std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+    for (int i = 0; made.empty(); ++i) {
+      std::string cand = fmt::format("{}.crkit-fifo.{}.{}", dir, ::getpid(), i);
+      if (::mkfifo(cand.c_str(), r.id.mode & 07777) == 0)
+        made = cand;
+      else if (errno != EEXIST || i > 100)
+        return fail_errno(fmt::format("making the removed FIFO {} again (in {})", path, dir));
+    }
+    path = made;
+  }
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
+  int e = errno;
+  if (!made.empty()) ::unlink(made.c_str());
+  if (!fd) return fail_sys(e, fmt::format("reopening FIFO {}", path));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) < 0 || !S_ISFIFO(st.st_mode))
+    return fail(ENXIO, fmt::format("reopening FIFO {}: it is no longer a FIFO", path));
+  return fd;
+}
+
+// One more open file description of the pipe or FIFO held by inode.
+Result<UniqueFd> reopen(int inode, const image::FdRecord& r) {
+  std::string self = fmt::format("/proc/self/fd/{}", inode);
+  UniqueFd fd(::open(self.c_str(), static_cast<int>(r.flags & O_ACCMODE) | O_NONBLOCK | O_CLOEXEC));
+  if (!fd)
+    return fail_errno(fmt::format("restoring fd {} of process {}: opening {} {}", r.fd, r.pid,
+                                  image::fd_kind_name(r.kind), r.path));
+  return fd;
+}
+
+}  // namespace
+
+Status open_pipes(std::span<const image::FdRecord> fds, const FileContents& contents,
+                  const RestoreTarget& t, std::map<uint32_t, UniqueFd>* by_file_id) {
+  struct Made {
+    UniqueFd rd, wr;  // Pipe: the two ends; Fifo: rd is the O_RDWR holder
+    bool rd_used = false, wr_used = false;
+  };
+  std::map<Inode, Made> made;
+  for (const auto& r : fds) {
+    if (r.kind != image::FdKind::Pipe && r.kind != image::FdKind::Fifo) continue;
+    if (!r.file_id || by_file_id->count(r.file_id)) continue;
+    auto [it, fresh] = made.try_emplace(Inode{r.id.dev, r.id.ino});
+    Made& m = it->second;
+    if (fresh) {
+      if (r.kind == image::FdKind::Pipe) {
+        int p[2];
+        if (::pipe2(p, O_CLOEXEC) < 0)
+          return fail_errno(fmt::format("recreating pipe {} of process {}", r.path, r.pid));
+        m.rd.reset(p[0]);
+        m.wr.reset(p[1]);
+        CRKIT_TRY(refill(m.wr.get(), r, contents));
+      } else {
+        CRKIT_ASSIGN(m.rd, open_fifo(r, t));
+        CRKIT_TRY(refill(m.rd.get(), r, contents));
+      }
+    }
+    UniqueFd fd;
+    const int acc = static_cast<int>(r.flags & O_ACCMODE);
+    if (r.kind == image::FdKind::Pipe && acc != O_RDWR) {
+      // The first description of each end is the end itself; more are opened anew.
+      bool rd = acc == O_RDONLY;
+      bool& used = rd ? m.rd_used : m.wr_used;
+      int end = (rd ? m.rd : m.wr).get();
+      if (!used) {
+        fd.reset(::fcntl(end, F_DUPFD_CLOEXEC, 0));
+      } else {
+        CRKIT_ASSIGN(fd, reopen(end, r));
+      }
+      used = true;
+      if (!fd) return fail_errno(fmt::format("restoring fd {} of process {}", r.fd, r.pid));
+    } else {
+      CRKIT_ASSIGN(fd, reopen(m.rd.get(), r));
+    }
+    if (::fcntl(fd.get(), F_SETFL, r.flags & (O_NONBLOCK | O_APPEND)) < 0)
+      return fail_errno(fmt::format("restoring the flags of fd {} of process {}", r.fd, r.pid));
+    (*by_file_id)[r.file_id] = std::move(fd);
+  }
+  // The holders close here: a pipe whose writers were gone has none again.
+  return {};
+}
+
+}  // namespace crkit::resources
