@@ -339,3 +339,281 @@ crt_nobody_dir() {
     crt_fail "cannot create $1 for uid $CRT_NOBODY_UID"
   fi
 }
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for process trees (several processes checkpointed as one job).
+
+# crt_link_examples NAME...: make $T/bin/NAME a symlink to each example program and set BIN to
+# $T/bin. Started through these links, every process of a job (also an exec'd pipeline stage
+# whose own arguments name no file) has $T in its command line, so the cleanup trap finds it.
+crt_link_examples() {
+  BIN=$T/bin
+  mkdir -p "$BIN" || crt_fail "cannot create $BIN"
+  local e p
+  for e in "$@"; do
+    p=$(crt_example "$e") || exit 1
+    ln -sf -- "$p" "$BIN/$e" || crt_fail "cannot link $BIN/$e"
+  done
+}
+
+# crt_stat_field PID N: field N of /proc/PID/stat, counted after the "(comm)" field (1 state,
+# 2 ppid, 3 pgrp, 4 session, ...). Fails (status 1, no output) if PID does not exist.
+crt_stat_field() {
+  local line
+  { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
+  line=${line##*) }
+  local -a f
+  read -r -a f <<<"$line"
+  [[ -n ${f[$(($2 - 1))]:-} ]] || return 1
+  printf '%s\n' "${f[$(($2 - 1))]}"
+}
+crt_state() { crt_stat_field "$1" 1; } # R S D T t Z ...
+crt_ppid() { crt_stat_field "$1" 2; }
+crt_pgid() { crt_stat_field "$1" 3; }
+crt_sid() { crt_stat_field "$1" 4; }
+
+# crt_comm PID: the process's name (/proc/PID/comm).
+crt_comm() { { cat "/proc/$1/comm"; } 2>/dev/null; }
+
+# crt_tracer PID: the pid of the process tracing PID (0: none). Fails if PID does not exist.
+crt_tracer() {
+  local v
+  v=$(awk '/^TracerPid:/ { print $2 }' "/proc/$1/status" 2>/dev/null) || return 1
+  [[ -n $v ]] || return 1
+  printf '%s\n' "$v"
+}
+
+# crt_children PID: the pids of PID's children (live or zombie), ascending, one per line. Scans
+# /proc/*/stat (/proc/PID/task/*/children needs CONFIG_PROC_CHILDREN).
+crt_children() {
+  local f line pid
+  local -a fl
+  for f in /proc/[0-9]*/stat; do
+    { read -r line <"$f"; } 2>/dev/null || continue
+    pid=${f#/proc/}
+    pid=${pid%/stat}
+    line=${line##*) }
+    read -r -a fl <<<"$line"
+    [[ ${fl[1]:-} == "$1" ]] && printf '%s\n' "$pid"
+  done | sort -n
+}
+
+# crt_wait_state PID STATE WHAT [TIMEOUT]: wait until PID is in STATE (one letter, e.g. T).
+crt_wait_state() {
+  local pid=$1 want=$2 what=$3 limit=${4:-20}
+  local deadline=$((SECONDS + limit))
+  until [[ $(crt_state "$pid") == "$want" ]]; do
+    ((SECONDS < deadline)) ||
+      crt_fail "timed out after ${limit} s waiting for $what (process $pid is in state '$(crt_state "$pid")')"
+    sleep 0.05
+  done
+}
+
+# crt_wait_file FILE PID [TIMEOUT]: wait until FILE exists and is not empty (e.g. a ready file
+# written by some process of the job whose root is PID); fails early if PID dies.
+crt_wait_file() {
+  local file=$1 pid=$2 limit=${3:-60}
+  local deadline=$((SECONDS + limit))
+  until [[ -s $file ]]; do
+    crt_alive "$pid" || crt_fail "process $pid exited before $file appeared"
+    ((SECONDS < deadline)) || crt_fail "timed out after ${limit} s waiting for $file"
+    sleep 0.05
+  done
+}
+
+# crt_ready_value FILE KEY: the value of the "KEY value" line of a ready file (empty if none).
+crt_ready_value() { awk -v k="$2" 'NR > 1 && $1 == k { print $2; exit }' "$1" 2>/dev/null; }
+
+# crt_pids_free PID...: no process, not even a zombie, has any of the PIDs.
+crt_pids_free() {
+  local p
+  for p in "$@"; do [[ ! -e /proc/$p ]] || return 1; done
+  return 0
+}
+
+# crt_wait_pids_free TIMEOUT WHAT PID...: wait until crt_pids_free PID... (a killed process
+# whose parent died too is re-parented to init and stays a zombie until init reaps it, which
+# can take a few seconds; its PID cannot be restored before that).
+crt_wait_pids_free() {
+  local limit=$1 what=$2
+  shift 2
+  local deadline=$((SECONDS + limit)) p
+  until crt_pids_free "$@"; do
+    if ((SECONDS >= deadline)); then
+      for p in "$@"; do
+        [[ -e /proc/$p ]] && crt_log "  pid $p: state $(crt_state "$p"), $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)"
+      done
+      crt_fail "timed out after ${limit} s waiting for $what"
+    fi
+    sleep 0.05
+  done
+}
+
+# crt_restored PID PATTERN: PID runs the restored program (its command line, which comes from
+# its restored memory, contains PATTERN; a stand-in of cr_restart's does not) and has been
+# released (not traced). Use a PATTERN that the cr_restart command line does not contain.
+crt_restored() {
+  [[ -e /proc/$1 ]] || return 1
+  local st
+  st=$(crt_state "$1") || return 1
+  [[ $st != t && $st != Z && $st != X ]] || return 1
+  grep -qaF -- "$2" "/proc/$1/cmdline" 2>/dev/null || return 1
+  [[ $(crt_tracer "$1") == 0 ]]
+}
+
+# crt_all_restored PATTERN PID...: crt_restored PID PATTERN for every PID.
+crt_all_restored() {
+  local pat=$1 p
+  shift
+  for p in "$@"; do crt_restored "$p" "$pat" || return 1; done
+  return 0
+}
+
+# crt_bg LABEL CMD...: start CMD in the background (stdin /dev/null, stdout and stderr to
+# $T/LABEL.out and $T/LABEL.err); its pid is left in BGPID. Reap it with crt_wait_bg.
+crt_bg() {
+  local label=$1
+  shift
+  crt_log "run in the background: $*"
+  "$@" </dev/null >"$T/$label.out" 2>"$T/$label.err" &
+  # shellcheck disable=SC2034 # read by the caller
+  BGPID=$!
+}
+
+# crt_wait_bg PID LABEL WANT WHAT [TIMEOUT]: wait (up to TIMEOUT s, default 60) for the
+# background command PID started by crt_bg LABEL; its exit status must be WANT, else fail
+# showing its stderr.
+crt_wait_bg() {
+  local pid=$1 label=$2 want=$3 what=$4 limit=${5:-60} st=0
+  crt_check "$what exits with status $want"
+  local deadline=$((SECONDS + limit))
+  while crt_alive "$pid"; do
+    ((SECONDS < deadline)) || crt_fail "$what: still running after $limit s"
+    sleep 0.05
+  done
+  { wait "$pid"; } 2>/dev/null || st=$?
+  crt_log "  -> exit status $st"
+  if [[ $st -ne $want ]]; then
+    printf '[%s] stderr of %s:\n' "$CRT_NAME" "$label" >&2
+    sed 's/^/    /' "$T/$label.err" >&2 2>/dev/null
+    crt_fail "$what exited with status $st, expected $want"
+  fi
+}
+
+# crt_json FILE EXPR: evaluate the Python expression EXPR with doc = the JSON document in FILE
+# (e.g. the output of cr_info --json) and print the result; a list or tuple prints one item per
+# line. Fails the test if FILE is not JSON or EXPR raises.
+crt_json() {
+  python3 - "$1" "$2" <<'PY' || crt_fail "cannot evaluate '$2' on $1"
+import json, sys
+with open(sys.argv[1]) as f:
+    doc = json.load(f)
+r = eval(sys.argv[2], {"doc": doc})
+if isinstance(r, (list, tuple)):
+    for x in r:
+        print(x)
+else:
+    print(r)
+PY
+}
+
+# crt_expect_same FILE WANTFILE WHAT: FILE has exactly the content of WANTFILE; else fail,
+# showing the first differences.
+crt_expect_same() {
+  local file=$1 want=$2 what=$3
+  crt_check "$what"
+  [[ -f $file ]] || crt_fail "$what: $file does not exist"
+  if ! cmp -s -- "$want" "$file"; then
+    printf '[%s] diff %s %s (first 20 lines):\n' "$CRT_NAME" "${want#"$T"/}" "${file#"$T"/}" >&2
+    diff -- "$want" "$file" 2>&1 | head -n 20 | sed 's/^/    /' >&2
+    crt_fail "$what: $file differs from $want"
+  fi
+}
+
+# crt_image_pids INFOJSON: the pids of the processes in an image (from cr_info --json output),
+# ascending, on one line separated by spaces.
+crt_image_pids() {
+  crt_json "$1" '" ".join(str(p) for p in sorted(p["pid"] for p in doc["processes"]))'
+}
+
+# crt_image_pipes INFOJSON KIND: one line per pipe of fds of kind KIND (pipe or fifo) in an
+# image (from cr_info --json output), grouped by pipe_ino: "INO BUFFERED READERS WRITERS".
+# BUFFERED is buffered_bytes, or "inconsistent" if its fds disagree; READERS and WRITERS
+# count the fds open for reading and for writing (O_RDWR counts as both).
+crt_image_pipes() {
+  python3 - "$1" "$2" <<'PY' || crt_fail "cannot list the pipes of $1"
+import json, sys
+with open(sys.argv[1]) as f:
+    doc = json.load(f)
+pipes = {}
+for fd in doc["fds"]:
+    if fd["kind"] == sys.argv[2]:
+        pipes.setdefault(fd["pipe_ino"], []).append(fd)
+for ino in sorted(pipes):
+    fds = pipes[ino]
+    sizes = {fd["buffered_bytes"] for fd in fds}
+    buffered = sizes.pop() if len(sizes) == 1 else "inconsistent"
+    readers = sum(1 for fd in fds if fd["flags"] & 3 in (0, 2))
+    writers = sum(1 for fd in fds if fd["flags"] & 3 in (1, 2))
+    print(ino, buffered, readers, writers)
+PY
+}
+
+# crt_image_fds INFOJSON KIND...: describe the fds of the given kinds in an image, one per line
+# (for the test log).
+crt_image_fds() {
+  local f=$1
+  shift
+  python3 - "$f" "$@" <<'PY' || crt_fail "cannot list the fds of $f"
+import json, sys
+with open(sys.argv[1]) as f:
+    doc = json.load(f)
+for fd in doc["fds"]:
+    if fd["kind"] in sys.argv[2:]:
+        extra = ""
+        if "pipe_ino" in fd:
+            extra = f" pipe_ino {fd['pipe_ino']} buffered {fd.get('buffered_bytes')}"
+        print(f"pid {fd['pid']} fd {fd['fd']}: {fd['kind']} {fd.get('path', '')} "
+              f"flags {fd.get('flags_text', fd['flags'])}{extra}")
+PY
+}
+
+# crt_wait_released RPID LABEL PATTERN PID... : wait (up to 30 s) until every PID is restored
+# and released (crt_restored PID PATTERN), while the cr_restart started by crt_bg LABEL (pid
+# RPID) runs; fails early, showing its stderr, if that cr_restart ends first.
+crt_wait_released() {
+  local rpid=$1 label=$2 pat=$3
+  shift 3
+  local deadline=$((SECONDS + 30))
+  until crt_all_restored "$pat" "$@"; do
+    if ! crt_alive "$rpid"; then
+      printf '[%s] stderr of %s:\n' "$CRT_NAME" "$label" >&2
+      sed 's/^/    /' "$T/$label.err" >&2 2>/dev/null
+      crt_fail "cr_restart ($label) ended before the processes $* were restored and released"
+    fi
+    if ((SECONDS >= deadline)); then
+      local p
+      for p in "$@"; do
+        crt_log "  pid $p: state '$(crt_state "$p")', tracer '$(crt_tracer "$p")', $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-200)"
+      done
+      crt_fail "timed out after 30 s waiting for the processes $* to be restored and released"
+    fi
+    sleep 0.05
+  done
+  crt_log "processes $* are restored and released"
+}
+
+# crt_pids_matching TEXT: the pids of the processes (other than this shell) whose command line
+# contains TEXT, one per line.
+crt_pids_matching() {
+  local f pid
+  local -a args
+  for f in /proc/[0-9]*/cmdline; do
+    pid=${f#/proc/}
+    pid=${pid%/cmdline}
+    [[ $pid == "$$" || $pid == "${BASHPID:-$$}" ]] && continue
+    { mapfile -t -d '' args <"$f"; } 2>/dev/null || continue
+    [[ "${args[*]}" == *"$1"* ]] && printf '%s\n' "$pid"
+  done
+  return 0
+}
