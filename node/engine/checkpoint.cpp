@@ -144,9 +144,10 @@ Result<Checkpoint> checkpoint(Scope scope, pid_t id, image::ImageWriter& w,
   CRKIT_ASSIGN(FrozenScope frozen, freeze_scope(scope, id, keep_going));
   // From here on, returning an error destroys `frozen`, which releases every process.
   for (const auto& z : frozen.zombies)
-    log::warn("process {} ({}) is a zombie (it exited and its parent {} has not reaped it): it "
-              "is not saved; after a restart its parent's wait() will not report it",
-              z.pid, z.comm, z.ppid);
+    log::warn(
+        "process {} ({}) is a zombie (it exited and its parent {} has not reaped it): it "
+        "is not saved; after a restart its parent's wait() will not report it",
+        z.pid, z.comm, z.ppid);
 
   resources::SharedPagesSeen shared_seen;
   std::vector<ProcessDump> dumps;
@@ -176,8 +177,7 @@ Result<Checkpoint> checkpoint(Scope scope, pid_t id, image::ImageWriter& w,
   for (const auto& d : dumps) total += d.memory.candidate_pages * 4096;
   for (const auto& d : dumps) {
     auto sub = [&](uint64_t done, uint64_t) { return !progress || progress(base + done, total); };
-    CRKIT_ASSIGN(auto mstats,
-                 resources::write_memory_pages(d.process.pid, d.memory, w, sub));
+    CRKIT_ASSIGN(auto mstats, resources::write_memory_pages(d.process.pid, d.memory, w, sub));
     base += d.memory.candidate_pages * 4096;
     c.stats.pages_written += mstats.pages_written;
     c.stats.zero_pages_skipped += mstats.zero_pages_skipped;

@@ -116,9 +116,9 @@ struct Restoring {
   resources::RestoreTarget t;
   std::optional<inject::RemoteCaller> main;
   std::optional<RemoteScratch> scratch;
-  int report_fd = -1;                    // the channel, as numbered in the process
+  int report_fd = -1;                     // the channel, as numbered in the process
   std::map<resources::ShmKey, long> shm;  // shared memory it holds
-  std::vector<pid_t> helpers;            // helpers it created, as it sees them: reaped by it
+  std::vector<pid_t> helpers;             // helpers it created, as it sees them: reaped by it
 };
 
 std::string describe_status(int st) {
@@ -229,7 +229,8 @@ Status clean_up_standin(Restoring& r) {
 Status prepare(Restoring& r, const LoadedImage& img, bool check_cpu) {
   auto& t = r.t;
   CRKIT_ASSIGN(auto current, proc::read_maps(t.real_pid));
-  CRKIT_ASSIGN(uint64_t hint, resources::find_free_range(r.img->vmas, current, RemoteScratch::kSize));
+  CRKIT_ASSIGN(uint64_t hint,
+               resources::find_free_range(r.img->vmas, current, RemoteScratch::kSize));
   CRKIT_ASSIGN(RemoteScratch scratch, RemoteScratch::map(t.real_pid, *r.main, hint));
   r.scratch.emplace(std::move(scratch));
   t.scratch = &*r.scratch;
@@ -277,6 +278,7 @@ Status finish(Restoring& r, bool orphan) {
   for (const auto& th : r.img->threads) CRKIT_TRY(resources::restore_thread_creds(t, th, p));
   CRKIT_TRY(resources::restore_dumpable(t, p));
   CRKIT_TRY(resources::restore_pdeath_signal(t, p, orphan));
+  CRKIT_TRY(resources::truncate_written_files(t, r.img->fds));
   CRKIT_TRY(r.scratch->unmap(*r.main));
   for (const auto& th : r.img->threads) CRKIT_TRY(resources::restore_thread_registers(t, th));
   return {};
@@ -290,10 +292,21 @@ Status restore_groups(std::vector<std::unique_ptr<Restoring>>& procs,
       const auto& node = plan.nodes[r->index];
       if (node.group != want) continue;
       const uint64_t g = want == resources::TreePlan::Group::Lead ? 0 : node.join_pgid;
-      CRKIT_TRY(r->main->check(
-          fmt::format("restoring the process group {} of process {}", r->img->process.pgid,
-                      r->img->process.pid),
-          SYS_setpgid, {0, g}));
+      CRKIT_TRY(r->main->check(fmt::format("restoring the process group {} of process {}",
+                                           r->img->process.pgid, r->img->process.pid),
+                               SYS_setpgid, {0, g}));
+    }
+  return {};
+}
+
+// EBUSY naming the first PID or TID of the image that a live process uses. One held by a
+// zombie is not counted: it is free as soon as its parent reaps it (the stand-ins wait).
+Status check_pids_free(const LoadedImage& img) {
+  for (const auto& pi : img.procs)
+    for (const auto& th : pi.threads) {
+      auto st = proc::read_stat(th.tid);
+      if (!st || st->state == 'Z' || st->state == 'X') continue;
+      return fail(clone_error(EEXIST, th.tid));
     }
   return {};
 }
@@ -328,6 +341,10 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
     for (const auto& pi : img.procs)
       if (pi.process.pid == 1)
         return fail(EINVAL, fmt::format("{}: cannot restart a process whose PID was 1", name));
+
+  // Before anything is created or opened: a PID still in use (the original still running)
+  // fails the restart here, so that it touches nothing.
+  if (!use_pidns) CRKIT_TRY(check_pids_free(img));
 
   resources::TreeOptions topts;
   topts.restore_sid = opts.restore_sid;
@@ -414,8 +431,9 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
         int st = 0;
         if (::waitpid(c, &st, WNOHANG | __WALL) == c) {
           guard.reaped(c);
-          return fail(EIO, fmt::format("{}: process {} died: {}", process_name(c == out.child ? 0 : -1), c,
-                                       describe_status(st)));
+          return fail(
+              EIO, fmt::format("{}: process {} died: {}", process_name(c == out.child ? 0 : -1), c,
+                               describe_status(st)));
         }
       }
       continue;
@@ -473,7 +491,8 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
   std::map<pid_t, resources::RestoreTarget*> targets;
   for (size_t i = 0; i < n; ++i) {
     auto& r = *procs[i];
-    if (Status s = prepare(r, img, i == 0); !s) return fail(s.error().context(process_name(static_cast<int>(i))));
+    if (Status s = prepare(r, img, i == 0); !s)
+      return fail(s.error().context(process_name(static_cast<int>(i))));
     targets[r.t.vpid] = &r.t;
   }
   CRKIT_TRY(resources::fill_pages(targets, reader, std::move(img.first_pages), opts.progress,

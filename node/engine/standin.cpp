@@ -15,6 +15,7 @@
 
 #include <fmt/format.h>
 
+#include "proc/proc.hpp"
 #include "resources/memory.hpp"
 #include "resources/process.hpp"
 
@@ -120,8 +121,8 @@ StandinContext inherit(const StandinContext& parent) {
   for (const auto& key : shm) {
     auto it = c.files->shared_memory.find(key);
     if (it == c.files->shared_memory.end() || !it->second)
-      fail_out(Error{EIO, fmt::format("process {}: a shared memory object it maps was not made",
-                                      p.pid)});
+      fail_out(Error{
+          EIO, fmt::format("process {}: a shared memory object it maps was not made", p.pid)});
     keep.push_back(it->second.get());
   }
   if (Status s = resources::install_fd_table(pi.fds, *c.files, &keep); !s)
@@ -157,9 +158,23 @@ StandinContext inherit(const StandinContext& parent) {
   idle(c.report_fd, -1);
 }
 
+// A PID held by a zombie - typically an original process killed by cr_checkpoint --kill
+// whose parent (or init, for an orphan) has not reaped it yet - is free soon.
+bool wait_until_reaped(pid_t pid) {
+  for (int i = 0; i < 500; ++i) {  // up to 10 s
+    auto st = proc::read_stat(pid);
+    if (!st) return true;
+    if (st->state != 'Z' && st->state != 'X') return false;
+    ::usleep(20000);
+  }
+  return false;
+}
+
 Result<pid_t> spawn_standin(const StandinContext& c, size_t index) {
   const image::ProcessRecord& p = c.img->procs[index].process;
   pid_t pid = clone_with_pid(0, p.pid, exit_signal_of(p));
+  if (pid < 0 && errno == EEXIST && wait_until_reaped(p.pid))
+    pid = clone_with_pid(0, p.pid, exit_signal_of(p));
   if (pid < 0) return fail(clone_error(errno, p.pid));
   if (pid == 0) run_standin(c, index);
   return pid;
@@ -174,8 +189,9 @@ Result<pid_t> spawn_helper(const StandinContext& c, int creator,
     if (c.img->index_of(h) < 0) return h;
     ::waitpid(h, nullptr, 0);  // it got a PID of the image and exits at once: again
   }
-  return fail(EAGAIN, "creating a helper process for the orphaned processes: every PID it got "
-                      "belongs to the image");
+  return fail(EAGAIN,
+              "creating a helper process for the orphaned processes: every PID it got "
+              "belongs to the image");
 }
 
 }  // namespace

@@ -38,10 +38,10 @@ namespace crkit::engine {
 struct StandinContext {
   const LoadedImage* img = nullptr;
   const resources::TreePlan* plan = nullptr;
-  const resources::OpenFiles* files = nullptr;  // set by create_top_level
+  const resources::OpenFiles* files = nullptr;      // set by create_top_level
   const resources::RestoreTarget* paths = nullptr;  // relocation of saved paths
-  int report_fd = -1;    // the stand-ins' end of the report channel
-  int restorer_fd = -1;  // cr_restart's end: closed in every stand-in
+  int report_fd = -1;                               // the stand-ins' end of the report channel
+  int restorer_fd = -1;                             // cr_restart's end: closed in every stand-in
 };
 
 // Runs in the process that creates the top of the tree (cr_restart, or the init of a new
@@ -57,9 +57,9 @@ Result<TopLevel> create_top_level(StandinContext c);
 // One message of the report channel, as cr_restart reads it.
 struct Report {
   enum Kind { Ok, Helper, Err } kind = Err;
-  int index = -1;   // process index (Ok, Err) or creator index (Helper; -1 = top level)
-  pid_t real = 0;   // the sender's pid as the reader sees it (from its credentials)
-  pid_t vpid = 0;   // Helper: its pid as the tree sees it
+  int index = -1;  // process index (Ok, Err) or creator index (Helper; -1 = top level)
+  pid_t real = 0;  // the sender's pid as the reader sees it (from its credentials)
+  pid_t vpid = 0;  // Helper: its pid as the tree sees it
   int report_fd = -1;
   std::map<resources::ShmKey, long> shm_fds;
   Error error;

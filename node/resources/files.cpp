@@ -102,8 +102,8 @@ Result<std::optional<image::FdRecord>> describe_fd(pid_t pid, int fd, FilesDump&
   } else if (S_ISSOCK(st.st_mode)) {
     r.kind = image::FdKind::Socket;
     log::warn(
-        "process {}: fd {} ({}) is a socket; it is not saved and will be closed after restart",
-        pid, fd, *link);
+        "process {}: fd {} ({}) is a socket; it is not saved and will be closed after restart", pid,
+        fd, *link);
   } else {
     return unsupported(S_ISBLK(st.st_mode) ? "a block device" : "this file type");
   }
@@ -205,15 +205,8 @@ Result<UniqueFd> open_for_record(const image::FdRecord& r, const RestoreTarget& 
       // The saved path is canonical: a symlink in its place now is not the same file.
       UniqueFd fd(::open(path.c_str(), static_cast<int>(open_flags) | O_CLOEXEC | O_NOFOLLOW));
       if (!fd) return fail_errno(fmt::format("{}: cannot reopen {}", what, path));
-      // BLCR semantics: a file open for writing goes back to its checkpoint-time size.
-      if ((r.flags & O_ACCMODE) != O_RDONLY) {
-        struct stat st {};
-        if (::fstat(fd.get(), &st) == 0 &&
-            static_cast<uint64_t>(st.st_size) > r.size_at_checkpoint &&
-            ::ftruncate(fd.get(), static_cast<off_t>(r.size_at_checkpoint)) < 0)
-          return fail_errno(
-              fmt::format("{}: truncating {} back to {} bytes", what, path, r.size_at_checkpoint));
-      }
+      // Truncated back to its checkpoint-time size only at the end of the restart
+      // (truncate_written_files): a restart that fails before must not touch the file.
       if (::lseek(fd.get(), static_cast<off_t>(r.pos), SEEK_SET) < 0)
         return fail_errno(fmt::format("{}: seeking {} to offset {}", what, path, r.pos));
       return fd;
@@ -281,8 +274,8 @@ Result<int> unlinked_inode(const image::FdRecord& r, const FileContents& content
   } else {
     std::string path = t.relocate(r.path);
     auto slash = path.rfind('/');
-    std::string dir = (slash == std::string::npos || slash == 0) ? std::string("/")
-                                                                 : std::string(path, 0, slash);
+    std::string dir =
+        (slash == std::string::npos || slash == 0) ? std::string("/") : std::string(path, 0, slash);
     UniqueFd tmp(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, r.id.mode & 07777));
     if (!tmp) tmp.reset(::open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
     if (!tmp) return fail_errno(fmt::format("{}: creating an unlinked file in {}", what, dir));
@@ -346,6 +339,24 @@ Result<OpenFiles> open_files(std::span<const image::FdRecord> fds, const FileCon
     files.descriptions[r.file_id] = std::move(fd);
   }
   return files;
+}
+
+Status truncate_written_files(RestoreTarget& t, std::span<const image::FdRecord> mine) {
+  std::set<uint32_t> done;
+  for (const auto& r : mine) {
+    if (r.kind != image::FdKind::Regular || (r.flags & O_ACCMODE) == O_RDONLY) continue;
+    if (!done.insert(r.file_id).second) continue;
+    // struct stat from the process's own fstat (st_size at offset 48 on x86-64).
+    CRKIT_TRY(t.main->check(fmt::format("examining fd {} ({})", r.fd, r.path), SYS_fstat,
+                            {static_cast<uint64_t>(r.fd), t.scratch->addr()}));
+    CRKIT_ASSIGN(auto st, t.scratch->get_struct<struct stat>(0));
+    if (static_cast<uint64_t>(st.st_size) <= r.size_at_checkpoint) continue;
+    CRKIT_TRY(t.main->check(fmt::format("truncating {} (fd {}) back to its checkpoint-time size "
+                                        "of {} bytes",
+                                        r.path, r.fd, r.size_at_checkpoint),
+                            SYS_ftruncate, {static_cast<uint64_t>(r.fd), r.size_at_checkpoint}));
+  }
+  return {};
 }
 
 Status install_fd_table(std::span<const image::FdRecord> mine, const OpenFiles& files,

@@ -59,6 +59,12 @@ Result<OpenFiles> open_files(std::span<const image::FdRecord> fds, const FileCon
                              std::map<ShmKey, UniqueFd> shared_memory, const RestoreTarget& t,
                              const CredentialsOf& creds);
 
+// BLCR semantics: a regular file open for writing goes back to its checkpoint-time size (so
+// output written after the checkpoint is replaced by the restarted run's). Remote, in the
+// restored process, as the last step before its release: a restart that fails earlier leaves
+// the files as they were.
+Status truncate_written_files(RestoreTarget& t, std::span<const image::FdRecord> mine);
+
 // Runs in a stand-in (ordinary code): installs the process's descriptors (mine) from files at
 // their saved numbers with their close-on-exec flags and closes everything else except the
 // descriptors in *keep, which are moved above all restored ones (their new numbers are

@@ -357,7 +357,8 @@ Status rebuild_address_space(RestoreTarget& t, const std::vector<image::VmaRecor
   std::map<std::string, long> fds;  // remote fds of mapped files, by path and mode
   Status st;
   // Shared memory comes as descriptors the process already holds (one per object).
-  for (const auto& [key, fd] : t.shm_fds) fds[fmt::format("\2shm{}:{}", key.first, key.second)] = fd;
+  for (const auto& [key, fd] : t.shm_fds)
+    fds[fmt::format("\2shm{}:{}", key.first, key.second)] = fd;
   for (const auto& v : vmas) {
     if (v.kind == image::VmaKind::Vdso || v.kind == image::VmaKind::Vvar) continue;
     uint64_t len = v.end - v.start;
@@ -439,11 +440,11 @@ Result<std::map<ShmKey, UniqueFd>> create_shared_memory(std::span<const image::V
   for (const auto& [key, sz] : size) {
     UniqueFd fd(static_cast<int>(::syscall(SYS_memfd_create, name[key].c_str(), MFD_CLOEXEC)));
     if (!fd)
-      return fail_errno(fmt::format("creating the shared memory object {} ({} bytes)", name[key],
-                                    sz));
+      return fail_errno(
+          fmt::format("creating the shared memory object {} ({} bytes)", name[key], sz));
     if (::ftruncate(fd.get(), static_cast<off_t>(sz)) < 0)
-      return fail_errno(fmt::format("sizing the shared memory object {} to {} bytes", name[key],
-                                    sz));
+      return fail_errno(
+          fmt::format("sizing the shared memory object {} to {} bytes", name[key], sz));
     out[key] = std::move(fd);
   }
   return out;
@@ -471,9 +472,10 @@ Status fill_pages(const std::map<pid_t, RestoreTarget*>& targets, image::ImageRe
                                         "{}, which the image does not hold",
                                         reader.name(), rec->number, rec->offset, h.pid));
       if (Status s = inject::write_memory(t->second->real_pid, h.vaddr, data); !s)
-        return fail(s.error().context(fmt::format("restoring memory of process {} at {:#x} ({} "
-                                                  "pages)",
-                                                  h.pid, h.vaddr, h.npages)));
+        return fail(
+            s.error().context(fmt::format("restoring memory of process {} at {:#x} ({} "
+                                          "pages)",
+                                          h.pid, h.vaddr, h.npages)));
       done += data.size();
       if (progress && !progress(done, total_bytes))
         return fail(ETIMEDOUT, "restart cancelled: time limit reached");

@@ -34,8 +34,7 @@ bool other_end_closed(pid_t pid, int fd, bool reader) {
   if (!pidfd) return false;
   UniqueFd mine(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), fd, 0)));
   if (!mine) {
-    log::debug("process {}: cannot look at fd {} (pidfd_getfd: {})", pid, fd,
-               std::strerror(errno));
+    log::debug("process {}: cannot look at fd {} (pidfd_getfd: {})", pid, fd, std::strerror(errno));
     return false;
   }
   struct pollfd p {

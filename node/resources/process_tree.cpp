@@ -97,8 +97,8 @@ Result<ScopeMembers> resolve_scope(std::span<const proc::Stat> table, Scope scop
     if (!members.count(st->ppid) || st->ppid == p) roots.push_back(st);
   }
   std::sort(roots.begin(), roots.end(), elder);
-  auto named = std::find_if(roots.begin(), roots.end(),
-                            [&](const proc::Stat* s) { return s->pid == id; });
+  auto named =
+      std::find_if(roots.begin(), roots.end(), [&](const proc::Stat* s) { return s->pid == id; });
   if (named != roots.end()) std::rotate(roots.begin(), named, named + 1);
   for (const proc::Stat* r : roots) {
     // Depth first, children eldest first.
@@ -155,10 +155,16 @@ Result<TreePlan> plan_tree(std::span<const image::ProcessRecord* const> procs,
   for (size_t i = 0; i < n; ++i)
     plan.nodes[i].setsid = opts.restore_sid && procs[i]->sid == procs[i]->pid;
   auto session_lost = [&](size_t i) {
-    warn(fmt::format("the session {} of process {} cannot be restored (its leader is not in the "
-                     "image or could not create it); the process stays in the session of its "
-                     "creator",
-                     procs[i]->sid, procs[i]->pid));
+    if (find(procs[i]->sid) < 0)
+      warn(
+          fmt::format("the session {} cannot be restored (its leader is not in the image); its "
+                      "processes stay in the session of the process that creates them",
+                      procs[i]->sid));
+    else
+      warn(
+          fmt::format("the session {} of process {} cannot be restored (its parent is in "
+                      "another session at restart); it stays in its parent's session",
+                      procs[i]->sid, procs[i]->pid));
   };
 
   // Creation order: the root, then every orphan, each followed by the processes it creates.
@@ -235,12 +241,13 @@ Result<TreePlan> plan_tree(std::span<const image::ProcessRecord* const> procs,
         node.group = TreePlan::Group::Join;  // cr_restart's own group
         node.join_pgid = g;
       } else {
-        warn(fmt::format("the process group {} of process {} cannot be restored ({}); the "
-                         "process stays in the group of its creator",
-                         g, pid,
-                         leader < 0             ? "no process of the image has that pid"
-                         : !leader_leads        ? "its leader had left it"
-                                                : "its leader is in another session"));
+        warn(
+            fmt::format("the process group {} cannot be restored ({}); its processes stay in "
+                        "the group of the process that creates them",
+                        g,
+                        leader < 0      ? "no process of the image has that pid"
+                        : !leader_leads ? "its leader had left it"
+                                        : "its leader is in another session"));
       }
     }
   }

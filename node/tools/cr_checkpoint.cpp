@@ -515,7 +515,8 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
   auto t0 = std::chrono::steady_clock::now();
   // What the request names, in words: "process 42", "process group 42", ...
   const std::string what = fmt::format(
-      "{} {}", o.scope == crkit::engine::Scope::Tree ? "process" : crkit::resources::scope_name(o.scope),
+      "{} {}",
+      o.scope == crkit::engine::Scope::Tree ? "process" : crkit::resources::scope_name(o.scope),
       o.id);
   if (Status ok = crkit::engine::check_request(o.scope, o.id); !ok) return fail_exit(ok.error());
   auto dest = Destination::open(o);
@@ -549,9 +550,8 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
   if (ck && g_timed_out) {
     dest->abandon();
     ck->frozen.release();
-    return fail_exit(Error{
-        ETIMEDOUT,
-        fmt::format("checkpoint of {} exceeded the time limit of {}s", what, o.timeout)});
+    return fail_exit(Error{ETIMEDOUT, fmt::format("checkpoint of {} exceeded the time limit of {}s",
+                                                  what, o.timeout)});
   }
   if (!ck) {
     dest->abandon();
@@ -568,7 +568,8 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
   if (committed) committed = dest->publish(o.sync);
   if (!committed) {
     dest->abandon();
-    return fail_exit(committed.error());  // ck goes out of scope: the targets are released untouched
+    return fail_exit(
+        committed.error());  // ck goes out of scope: the targets are released untouched
   }
   auto t_dumped = std::chrono::steady_clock::now();
   const std::vector<pid_t> pids = ck->frozen.pids();

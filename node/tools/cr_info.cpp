@@ -332,7 +332,8 @@ void print_text(const ImageData& img) {
   for (const ProcessRecord& p : img.processes) {
     fmt::print("\nProcess {} ({})\n", p.pid, p.comm);
     fmt::print("  ppid {}  pgid {}  sid {}\n", p.ppid, p.pgid, p.sid);
-    if (p.pdeath_signal) fmt::print("  parent-death signal: {}\n", signal_name(static_cast<int>(p.pdeath_signal)));
+    if (p.pdeath_signal)
+      fmt::print("  parent-death signal: {}\n", signal_name(static_cast<int>(p.pdeath_signal)));
     fmt::print("  exe:        {}\n", p.mm.exe_path);
     fmt::print("  cwd:        {}\n", p.cwd);
     if (!p.root.empty() && p.root != "/") fmt::print("  root:       {}\n", p.root);

@@ -7,8 +7,7 @@
 namespace crkit::resources {
 namespace {
 
-proc::Stat stat_of(pid_t pid, pid_t ppid, pid_t pgrp, pid_t sid, uint64_t start,
-                   char state = 'S') {
+proc::Stat stat_of(pid_t pid, pid_t ppid, pid_t pgrp, pid_t sid, uint64_t start, char state = 'S') {
   proc::Stat s;
   s.pid = pid;
   s.ppid = ppid;
@@ -26,11 +25,11 @@ proc::Stat stat_of(pid_t pid, pid_t ppid, pid_t pgrp, pid_t sid, uint64_t start,
 // cr_checkpoint itself, a child of bash.
 std::vector<proc::Stat> table() {
   return {
-      stat_of(1, 0, 1, 1, 1),           stat_of(100, 1, 100, 100, 5),
-      stat_of(200, 100, 200, 200, 10),  stat_of(300, 200, 300, 200, 20),
-      stat_of(302, 300, 300, 200, 31),  stat_of(301, 300, 300, 200, 30),
-      stat_of(303, 302, 300, 200, 40),  stat_of(304, 300, 300, 200, 41, 'Z'),
-      stat_of(400, 1, 300, 200, 25),    stat_of(500, 200, 500, 200, 90),
+      stat_of(1, 0, 1, 1, 1),          stat_of(100, 1, 100, 100, 5),
+      stat_of(200, 100, 200, 200, 10), stat_of(300, 200, 300, 200, 20),
+      stat_of(302, 300, 300, 200, 31), stat_of(301, 300, 300, 200, 30),
+      stat_of(303, 302, 300, 200, 40), stat_of(304, 300, 300, 200, 41, 'Z'),
+      stat_of(400, 1, 300, 200, 25),   stat_of(500, 200, 500, 200, 90),
   };
 }
 
@@ -87,9 +86,9 @@ TEST(ResolveScope, SessionIncludesOrphansAndNotOtherSessions) {
 
 TEST(ResolveScope, MissingOrZombieOrEmptyIsEsrch) {
   auto t = table();
-  for (auto [scope, id] : {std::pair{Scope::Tree, 999}, std::pair{Scope::Tree, 304},
-                           std::pair{Scope::Pgrp, 999}, std::pair{Scope::Sess, 999},
-                           std::pair{Scope::Tree, 0}}) {
+  for (auto [scope, id] :
+       {std::pair{Scope::Tree, 999}, std::pair{Scope::Tree, 304}, std::pair{Scope::Pgrp, 999},
+        std::pair{Scope::Sess, 999}, std::pair{Scope::Tree, 0}}) {
     auto r = resolve_scope(t, scope, id, 500);
     ASSERT_FALSE(r.ok()) << scope_name(scope) << " " << id;
     EXPECT_EQ(r.error().code, ESRCH);
@@ -189,8 +188,7 @@ TEST(PlanTree, SessionsAndGroupsThatCannotComeBackAreWarnedAbout) {
 }
 
 TEST(PlanTree, TheRestartersOwnGroupIsJoined) {
-  std::vector<image::ProcessRecord> ps = {rec(10, 1, 7, 3), rec(11, 10, 11, 3),
-                                          rec(12, 11, 7, 3)};
+  std::vector<image::ProcessRecord> ps = {rec(10, 1, 7, 3), rec(11, 10, 11, 3), rec(12, 11, 7, 3)};
   auto r = plan(ps, {false, true, 3, 7});
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->nodes[0].group, TreePlan::Group::Join);
