@@ -314,7 +314,7 @@ Result<OpenFiles> open_files(std::span<const image::FdRecord> fds, const FileCon
   allow_many_files();
   OpenFiles files;
   files.shared_memory = std::move(shared_memory);
-  CRKIT_TRY(open_pipes(fds, contents, t, &files.descriptions));
+  CRKIT_TRY(open_pipes(fds, contents, t, creds, &files.descriptions));
   std::map<ShmKey, int> inodes;  // unlinked inodes recreated (or shared memory filled)
   std::vector<UniqueFd> tmpfiles;
   for (const auto& r : fds) {

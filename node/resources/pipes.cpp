@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "common/log.hpp"
+#include "resources/process.hpp"
 
 namespace crkit::resources {
 namespace {
@@ -153,7 +154,8 @@ Result<UniqueFd> open_fifo(const image::FdRecord& r, const RestoreTarget& t) {
     }
     path = made;
   }
-  UniqueFd fd(::open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
+  // The saved path is canonical: a symlink in its place now is not the FIFO.
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW));
   int e = errno;
   if (!made.empty()) ::unlink(made.c_str());
   if (!fd) return fail_sys(e, fmt::format("reopening FIFO {}", path));
@@ -176,7 +178,8 @@ Result<UniqueFd> reopen(int inode, const image::FdRecord& r) {
 }  // namespace
 
 Status open_pipes(std::span<const image::FdRecord> fds, const FileContents& contents,
-                  const RestoreTarget& t, std::map<uint32_t, UniqueFd>* by_file_id) {
+                  const RestoreTarget& t, const CredentialsOf& creds,
+                  std::map<uint32_t, UniqueFd>* by_file_id) {
   struct Made {
     UniqueFd rd, wr;  // Pipe: the two ends; Fifo: rd is the O_RDWR holder
     bool rd_used = false, wr_used = false;
@@ -196,6 +199,9 @@ Status open_pipes(std::span<const image::FdRecord> fds, const FileContents& cont
         m.wr.reset(p[1]);
         CRKIT_TRY(refill(m.wr.get(), r, contents));
       } else {
+        // Root restarting a user's image opens the user's FIFO with the user's rights.
+        CRKIT_ASSIGN(FileCredentials as_owner,
+                     FileCredentials::assume(creds ? creds(r.pid) : nullptr));
         CRKIT_ASSIGN(m.rd, open_fifo(r, t));
         CRKIT_TRY(refill(m.rd.get(), r, contents));
       }

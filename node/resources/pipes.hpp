@@ -26,8 +26,10 @@ namespace crkit::resources {
 Status classify_pipes(FilesDump& out, uint32_t* next_content);
 
 // Restore: creates each pipe and FIFO of fds once (capacity, data) and opens one descriptor
-// per open file description of it into by_file_id.
+// per open file description of it into by_file_id. A FIFO is opened (or made again) with the
+// credentials of the process that had it open.
 Status open_pipes(std::span<const image::FdRecord> fds, const FileContents& contents,
-                  const RestoreTarget& t, std::map<uint32_t, UniqueFd>* by_file_id);
+                  const RestoreTarget& t, const CredentialsOf& creds,
+                  std::map<uint32_t, UniqueFd>* by_file_id);
 
 }  // namespace crkit::resources
