@@ -53,7 +53,13 @@ Result<FrozenScope> freeze_scope(Scope scope, pid_t id, const std::function<bool
     bool changed = false;
     for (pid_t p : members.pids) {
       if (out.tree.contains(p)) continue;
-      CRKIT_TRY(check_owner(p));
+      if (Status owned = check_owner(p); !owned) {
+        if (owned.error().code == ESRCH && p != id) {  // exited meanwhile: look again
+          changed = true;
+          continue;
+        }
+        return fail(owned.error());
+      }
       auto f = inject::FrozenProcess::freeze(p, keep_going);
       if (!f) {
         // A member other than the named process may exit meanwhile: look again.
@@ -132,7 +138,9 @@ image::ImageInfo image_info(Scope scope, pid_t id, const std::vector<ProcessDump
 Status check_request(Scope scope, pid_t id) {
   CRKIT_ASSIGN(auto table, proc::read_process_table());
   CRKIT_ASSIGN(auto members, resources::resolve_scope(table, scope, id, ::getpid()));
-  for (pid_t p : members.pids) CRKIT_TRY(check_owner(p));
+  for (pid_t p : members.pids)
+    if (Status owned = check_owner(p); !owned && (owned.error().code != ESRCH || p == id))
+      return owned;  // (another member may exit meanwhile)
   return {};
 }
 

@@ -81,9 +81,18 @@ Result<LoadedImage> load_image(image::ImageReader& reader) {
       case image::RecordType::FileContent: {
         CRKIT_ASSIGN(auto fc, image::decode_file_content(*rec, name));
         auto& [h, data] = fc;
-        auto& buf = img.contents[h.content_id];
-        if (buf.size() < h.offset + data.size()) buf.resize(h.offset + data.size());
-        std::memcpy(buf.data() + h.offset, data.data(), data.size());
+        auto& saved = img.contents[h.content_id];
+        // The writer sends a content front to back: each piece where the last one ended.
+        if (h.offset != saved.bytes.size() || data.size() > h.total_size ||
+            h.offset > h.total_size - data.size())
+          return fail(EINVAL,
+                      fmt::format("{}: record #{} (FileContent) at offset {}: bytes "
+                                  "{}..{} of content {} ({} bytes) do not follow the {} "
+                                  "bytes before them",
+                                  name, rec->number, rec->offset, h.offset, h.offset + data.size(),
+                                  h.content_id, h.total_size, saved.bytes.size()));
+        saved.bytes.insert(saved.bytes.end(), data.begin(), data.end());
+        saved.chunks.push_back(data.size());
         break;
       }
       case image::RecordType::Pages:

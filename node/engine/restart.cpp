@@ -1,14 +1,17 @@
 #include "engine/restart.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/sched.h>
 #include <poll.h>
+#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +19,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -156,6 +160,9 @@ std::string describe_status(int st) {
     report_error(c.report_fd, -1, top.error());
     ::_exit(1);
   }
+  // Opening the files with another user's rights changed our file-system ids, which clears
+  // the parent-death signal: arm it again (unless the restart is already through).
+  if (!released) ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   int report_fd = c.report_fd;
   // Hold nothing of cr_restart's (image file, terminal, pipes) for the job's lifetime.
   {
@@ -270,17 +277,22 @@ Status restore_state(Restoring& r) {
   return {};
 }
 
-// Phase 3, last: credentials (dropping capabilities ends our ability to choose TIDs), the
-// parent-death signal, then the registers.
-Status finish(Restoring& r, bool orphan) {
+// Phase 3: credentials (dropping capabilities ends our ability to choose TIDs) and the
+// parent-death signal.
+Status restore_identity(Restoring& r, bool orphan) {
   auto& t = r.t;
   const auto& p = r.img->process;
+  CRKIT_TRY(resources::restore_rlimits(t, p));
   for (const auto& th : r.img->threads) CRKIT_TRY(resources::restore_thread_creds(t, th, p));
   CRKIT_TRY(resources::restore_dumpable(t, p));
   CRKIT_TRY(resources::restore_pdeath_signal(t, p, orphan));
-  CRKIT_TRY(resources::truncate_written_files(t, r.img->fds));
+  return {};
+}
+
+// Last: the registers, once nothing else can fail.
+Status restore_registers(Restoring& r) {
   CRKIT_TRY(r.scratch->unmap(*r.main));
-  for (const auto& th : r.img->threads) CRKIT_TRY(resources::restore_thread_registers(t, th));
+  for (const auto& th : r.img->threads) CRKIT_TRY(resources::restore_thread_registers(r.t, th));
   return {};
 }
 
@@ -299,15 +311,120 @@ Status restore_groups(std::vector<std::unique_ptr<Restoring>>& procs,
   return {};
 }
 
-// EBUSY naming the first PID or TID of the image that a live process uses. One held by a
-// zombie is not counted: it is free as soon as its parent reaps it (the stand-ins wait).
+// EBUSY naming the first PID or TID of the image that a live process uses, also as its
+// process group or session. One held by a zombie is not counted: it is free as soon as its
+// parent reaps it (the stand-ins wait for that).
 Status check_pids_free(const LoadedImage& img) {
+  std::set<pid_t> ids;
   for (const auto& pi : img.procs)
-    for (const auto& th : pi.threads) {
-      auto st = proc::read_stat(th.tid);
-      if (!st || st->state == 'Z' || st->state == 'X') continue;
-      return fail(clone_error(EEXIST, th.tid));
+    for (const auto& th : pi.threads) ids.insert(th.tid);
+  CRKIT_ASSIGN(auto table, proc::read_process_table());
+  for (const auto& st : table) {
+    if (st.state == 'Z' || st.state == 'X') continue;
+    if (ids.count(st.pid)) return fail(clone_error(EEXIST, st.pid));
+    for (pid_t g : {st.pgrp, st.session})
+      if (ids.count(g))
+        return fail(EBUSY,
+                    fmt::format("process id {} is in use as the {} of process {} ({}); use "
+                                "--no-restore-pid to restart in a new PID namespace",
+                                g, g == st.pgrp ? "process group" : "session", st.pid, st.comm));
+  }
+  for (pid_t id : ids)  // threads are not listed in /proc
+    if (auto st = proc::read_stat(id); st && st->state != 'Z' && st->state != 'X')
+      return fail(clone_error(EEXIST, id));
+  return {};
+}
+
+// Another user's image may not name files under /proc: opened by root (with that user's
+// file rights but root's other privileges), /proc/PID/{root,cwd,fd} would lead past
+// directories the user cannot enter.
+Status check_no_proc_paths(const LoadedImage& img, const resources::RestoreTarget& paths,
+                           const std::string& name) {
+  auto bad = [&](const std::string& p) {
+    const std::string r = paths.relocate(p);
+    return r == "/proc" || r.rfind("/proc/", 0) == 0;
+  };
+  for (const auto& pi : img.procs) {
+    std::vector<std::string> named{pi.process.cwd, pi.process.root, pi.process.mm.exe_path};
+    for (const auto& f : pi.fds)
+      if (f.kind != image::FdKind::Socket && f.kind != image::FdKind::Pipe &&
+          f.kind != image::FdKind::ExternalPipe && f.kind != image::FdKind::Tty)
+        named.push_back(f.path);
+    for (const auto& v : pi.vmas)
+      if (v.kind == image::VmaKind::FilePrivate || v.kind == image::VmaKind::FileShared)
+        named.push_back(v.name);
+    for (const auto& p : named)
+      if (bad(p))
+        return fail(EPERM, fmt::format("{}: process {} of another user's image names {}: files "
+                                       "under /proc are not reopened for another user",
+                                       name, pi.process.pid, p));
+  }
+  return {};
+}
+
+// The identities the restored processes may have. An unprivileged restarter restores only
+// its own processes. Root restores anything from its own images, but an image file another
+// user owns holds only that user's processes: it cannot make root start a process with
+// more (a crafted image could claim any uid, group or capability).
+struct Identity {
+  bool any = false;  // root's own image (or one read from a pipe root was handed)
+  uid_t uid = 0;
+  std::set<gid_t> gids;
+  std::string whose;  // for messages
+};
+
+Identity allowed_identity(int fd) {
+  Identity id;
+  struct stat st {};
+  const bool file = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  if (::getuid() == 0) {
+    if (!file || st.st_uid == 0) {
+      id.any = true;
+      return id;
     }
+    id.uid = st.st_uid;
+    id.gids.insert(st.st_gid);
+    if (const struct passwd* pw = ::getpwuid(st.st_uid)) {
+      id.gids.insert(pw->pw_gid);
+      int n = 64;
+      std::vector<gid_t> groups(static_cast<size_t>(n));
+      if (::getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &n) < 0) {
+        groups.resize(static_cast<size_t>(n));
+        ::getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &n);
+      }
+      for (int i = 0; i < n && i < static_cast<int>(groups.size()); ++i) id.gids.insert(groups[i]);
+    }
+    id.whose = fmt::format(
+        "the image file belongs to uid {}, so it may restore only that user's "
+        "processes",
+        id.uid);
+    return id;
+  }
+  id.uid = ::getuid();
+  id.gids.insert(::getgid());
+  id.gids.insert(::getegid());
+  int n = ::getgroups(0, nullptr);
+  std::vector<gid_t> groups(static_cast<size_t>(std::max(n, 0)));
+  if (n > 0 && ::getgroups(n, groups.data()) == n) id.gids.insert(groups.begin(), groups.end());
+  id.whose = fmt::format("you (uid {}) may restart only your own processes", id.uid);
+  return id;
+}
+
+Status check_identities(const LoadedImage& img, const Identity& id, const std::string& name) {
+  if (id.any) return {};
+  for (const auto& pi : img.procs) {
+    const auto& c = pi.process.creds;
+    auto refuse = [&](const std::string& what) {
+      return fail(EPERM, fmt::format("{}: process {} of the image has {}; {}", name, pi.process.pid,
+                                     what, id.whose));
+    };
+    for (uint32_t u : {c.uid, c.euid, c.suid, c.fsuid})
+      if (u != id.uid) return refuse(fmt::format("uid {}", u));
+    for (uint32_t g : {c.gid, c.egid, c.sgid, c.fsgid})
+      if (!id.gids.count(g)) return refuse(fmt::format("gid {}", g));
+    for (uint32_t g : c.groups)
+      if (!id.gids.count(g) && ::getuid() == 0) return refuse(fmt::format("group {}", g));
+  }
   return {};
 }
 
@@ -319,20 +436,20 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
   const size_t n = img.procs.size();
 
   const bool root = ::getuid() == 0;
-  const uid_t me = ::getuid();
-  for (const auto& pi : img.procs) {
-    const auto& c = pi.process.creds;
-    if (!root && (c.uid != me || c.euid != me || c.suid != me || c.fsuid != me))
-      return fail(EPERM, fmt::format("{}: process {} of the image belongs to uid {}; you (uid {}) "
-                                     "may restart only your own images",
-                                     name, pi.process.pid, c.uid, me));
-  }
+  const Identity identity = allowed_identity(fd);
+  CRKIT_TRY(check_identities(img, identity, name));
 
   resources::RestoreTarget paths;
-  paths.restarter_is_root = root;
+  // Capabilities are restored only by root from its own images.
+  paths.restarter_is_root = root && identity.any;
+  // Another user's processes get neither root's terminal nor its session: they could push
+  // input into root's shell (TIOCSTI).
+  paths.isolate_terminal = root && !identity.any;
+  if (paths.isolate_terminal) CRKIT_TRY(check_no_proc_paths(img, paths, name));
   paths.relocations = opts.relocations;
   paths.can_set_exe = true;  // PR_SET_MM_MAP falls back if the exe link cannot be changed
-  for (const auto& pi : img.procs) CRKIT_TRY(resources::check_mapped_files(paths, pi.vmas));
+  for (const auto& pi : img.procs)
+    CRKIT_TRY(resources::check_mapped_files(paths, pi.vmas, &pi.process.creds));
 
   const bool can_choose_pids = have_cap(kCapCheckpointRestore) || have_cap(kCapSysAdmin);
   const bool can_make_pidns = have_cap(kCapSysAdmin);
@@ -351,6 +468,7 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
   topts.restore_pgid = opts.restore_pgid;
   topts.restarter_sid = use_pidns ? -1 : ::getsid(0);
   topts.restarter_pgid = use_pidns ? -1 : ::getpgrp();
+  topts.new_session = paths.isolate_terminal;
   std::vector<const image::ProcessRecord*> records;
   for (const auto& pi : img.procs) records.push_back(&pi.process);
   auto planned = resources::plan_tree(records, topts);
@@ -419,6 +537,9 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
                : std::string("restarting");
   };
   while (ready < n || helpers < helpers_expected) {
+    if (int sig = opts.cancel_signal ? opts.cancel_signal() : 0)
+      return fail(
+          EINTR, fmt::format("the restart was cancelled by signal {} ({})", sig, ::strsignal(sig)));
     struct pollfd pf {
       restorer.get(), POLLIN, 0
     };
@@ -497,21 +618,32 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
   }
   CRKIT_TRY(resources::fill_pages(targets, reader, std::move(img.first_pages), opts.progress,
                                   img.page_bytes));
-  for (auto& r : procs)
-    if (Status s = restore_state(*r); !s)
-      return fail(s.error().context(process_name(static_cast<int>(r->index))));
+  auto each = [&](const std::function<Status(Restoring&)>& step) -> Status {
+    for (auto& r : procs)
+      if (Status s = step(*r); !s)
+        return fail(s.error().context(process_name(static_cast<int>(r->index))));
+    return {};
+  };
+  CRKIT_TRY(each(restore_state));
   CRKIT_TRY(restore_groups(procs, plan));
-  for (auto& r : procs) {
-    bool orphan = r->index != 0 && plan.nodes[r->index].parent < 0;
-    if (Status s = finish(*r, orphan); !s)
-      return fail(s.error().context(process_name(static_cast<int>(r->index))));
-  }
+  CRKIT_TRY(each([&](Restoring& r) {
+    return restore_identity(r, r.index != 0 && plan.nodes[r.index].parent < 0);
+  }));
+  // Files written after the checkpoint go back to their checkpoint-time size: checked for
+  // every process first, so that a failure cannot leave some of them truncated.
+  CRKIT_TRY(
+      each([](Restoring& r) { return resources::truncate_written_files(r.t, r.img->fds, true); }));
+  CRKIT_TRY(
+      each([](Restoring& r) { return resources::truncate_written_files(r.t, r.img->fds, false); }));
+  CRKIT_TRY(each(restore_registers));
 
+  // A process that was stopped stops again as soon as it is let go: SIGSTOP is queued while
+  // it is still held.
+  for (auto& r : procs)
+    if (r->img->process.was_stopped) ::kill(r->t.real_pid, SIGSTOP);
   // Release every thread of every process together.
   for (auto& r : procs)
     for (auto& [v, real] : r->t.real_tid_of) ::ptrace(PTRACE_DETACH, real, 0, 0);
-  for (auto& r : procs)
-    if (r->img->process.was_stopped) ::kill(r->t.real_pid, SIGSTOP);
   if (use_pidns) ::kill(out.child, SIGUSR1);
   guard.release();
   out.restored = procs[0]->t.real_pid;

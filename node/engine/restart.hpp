@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,6 +21,9 @@ struct RestartOptions {
   bool restore_sid = false;
   std::vector<std::pair<std::string, std::string>> relocations;
   resources::ProgressFn progress;
+  // Polled while the restart waits for its stand-ins: a signal number cancels the restart
+  // (everything made so far is killed; EINTR).
+  std::function<int()> cancel_signal;
 };
 
 struct Restarted {

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <sstream>
 
@@ -130,6 +131,7 @@ StandinContext inherit(const StandinContext& parent) {
   report_fd = keep[0];
   if (Status s = resources::assume_file_credentials(p); !s)
     fail_out(s.error().context(fmt::format("process {}", p.pid)));
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a change of file-system ids cleared it
   if (Status s = resources::apply_process_attrs_in_standin(p, *c.paths); !s)
     fail_out(s.error().context(fmt::format("process {}", p.pid)));
   std::string msg = fmt::format("OK {} {} {}", i, report_fd, shm.size());
@@ -144,6 +146,10 @@ StandinContext inherit(const StandinContext& parent) {
   const StandinContext c = inherit(parent);
   if (c.img->index_of(::getpid()) >= 0) ::_exit(3);  // took a PID of the image: retried
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (creator < 0 && c.plan->top_level_setsid && ::setsid() < 0) {
+    report_error(c.report_fd, -1, errno_error("starting a session for the orphaned processes"));
+    ::_exit(1);
+  }
   for (size_t o : orphans)
     if (auto r = spawn_standin(c, o); !r) {
       report_error(c.report_fd, static_cast<int>(o), r.error());
@@ -182,16 +188,24 @@ Result<pid_t> spawn_standin(const StandinContext& c, size_t index) {
 
 Result<pid_t> spawn_helper(const StandinContext& c, int creator,
                            const std::vector<size_t>& orphans) {
-  for (int attempt = 0; attempt < 64; ++attempt) {
-    pid_t h = clone_with_pid(0, 0, SIGCHLD);
+  // Any PID will do, but not one of the image's (the helper checks too, and exits at once).
+  // When the next PIDs are the image's (a dense image in a fresh PID namespace), choose
+  // one past them.
+  pid_t above = 0;
+  for (const auto& pi : c.img->procs)
+    for (const auto& th : pi.threads) above = std::max(above, th.tid);
+  for (int attempt = 0; attempt < 4096; ++attempt) {
+    pid_t want = attempt < 32 ? 0 : above + (attempt - 31);
+    pid_t h = clone_with_pid(0, want, SIGCHLD);
+    if (h < 0 && want > 0 && errno == EEXIST) continue;
     if (h < 0) return fail_errno("creating a helper process for the orphaned processes");
     if (h == 0) run_helper(c, creator, orphans);
     if (c.img->index_of(h) < 0) return h;
     ::waitpid(h, nullptr, 0);  // it got a PID of the image and exits at once: again
   }
   return fail(EAGAIN,
-              "creating a helper process for the orphaned processes: every PID it got "
-              "belongs to the image");
+              "creating a helper process for the orphaned processes: no PID outside "
+              "the image's was free");
 }
 
 }  // namespace

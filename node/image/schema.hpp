@@ -181,6 +181,7 @@ inline constexpr uint32_t kVmWipeOnFork = 1u << 4;   // MADV_WIPEONFORK
 inline constexpr uint32_t kVmDontFork = 1u << 5;     // MADV_DONTFORK
 inline constexpr uint32_t kVmHugePage = 1u << 6;     // MADV_HUGEPAGE
 inline constexpr uint32_t kVmNoHugePage = 1u << 7;   // MADV_NOHUGEPAGE
+inline constexpr uint32_t kVmMayWrite = 1u << 8;     // may be made writable (VM_MAYWRITE)
 
 struct VmaRecord {
   int32_t pid = 0;

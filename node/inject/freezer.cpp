@@ -40,6 +40,10 @@ Result<FrozenProcess> FrozenProcess::freeze(pid_t pid, const std::function<bool(
   if (!st) return fail(st.error());
   if (st->tgid != pid)
     return fail(ESRCH, fmt::format("{} is a thread of process {}, not a process", pid, st->tgid));
+  if ((st->state == 'Z' || st->state == 'X') && st->threads > 1)
+    return fail(ENOTSUP, fmt::format("the main thread of process {} has exited while {} other "
+                                     "threads run; such a process cannot be checkpointed",
+                                     pid, st->threads - 1));
   if (st->state == 'Z' || st->state == 'X')
     return fail(ESRCH, fmt::format("process {} is a zombie (already exited)", pid));
   if (st->tracer_pid != 0)
@@ -51,52 +55,57 @@ Result<FrozenProcess> FrozenProcess::freeze(pid_t pid, const std::function<bool(
   fp.was_stopped_ = (st->state == 'T');
   fp.attached_ = true;
   std::set<pid_t> seized;
-  // Threads may be created while we seize: re-list until no new thread shows up. A stopped
-  // thread cannot create threads, so this terminates.
-  for (;;) {
-    CRKIT_ASSIGN(auto tids, proc::list_threads(pid));
-    bool added = false;
-    for (pid_t t : tids) {
-      if (seized.count(t)) continue;
-      if (::ptrace(PTRACE_SEIZE, t, 0, PTRACE_O_TRACESYSGOOD) < 0) {
-        int e = errno;
-        if (e == ESRCH) continue;  // thread exited meanwhile
-        if (e == EPERM)
-          return fail(
-              EPERM,
-              fmt::format("cannot checkpoint process {}: ptrace attach to thread {} was refused: "
-                          "Operation not permitted (the process belongs to another user or is not "
-                          "traceable)",
-                          pid, t));
-        return fail_sys(e, fmt::format("attaching to thread {} of process {}", t, pid));
-      }
-      seized.insert(t);
-      fp.tids_.push_back(t);
-      if (::ptrace(PTRACE_INTERRUPT, t, 0, 0) < 0 && errno != ESRCH)
-        return fail_errno(fmt::format("interrupting thread {}", t));
-      added = true;
-    }
-    if (!added) break;
-  }
-  // Wait for each thread's interrupt stop. A signal being delivered meanwhile is taken out
-  // and stashed; it is restored as pending.
   std::vector<pid_t> alive;
-  for (pid_t t : fp.tids_) {
+  // Threads may be created while we seize, even by a thread caught inside clone() after we
+  // listed: list, seize, wait for the stops, then list again until a pass finds no new
+  // thread. A stopped thread cannot create threads, so this ends.
+  for (;;) {
+    std::vector<pid_t> fresh;
     for (;;) {
-      auto s = wait_thread_while(t, keep_going);
-      if (!s) return fail(s.error().context(fmt::format("freezing process {}", pid)));
-      if (s->kind == StopInfo::Exited) break;
-      if (s->kind == StopInfo::EventStop) {
-        alive.push_back(t);
-        break;
+      CRKIT_ASSIGN(auto tids, proc::list_threads(pid));
+      bool added = false;
+      for (pid_t t : tids) {
+        if (seized.count(t)) continue;
+        if (::ptrace(PTRACE_SEIZE, t, 0, PTRACE_O_TRACESYSGOOD) < 0) {
+          int e = errno;
+          if (e == ESRCH) continue;  // thread exited meanwhile
+          if (e == EPERM)
+            return fail(EPERM,
+                        fmt::format("cannot checkpoint process {}: ptrace attach to thread {} was "
+                                    "refused: Operation not permitted (the process belongs to "
+                                    "another user or is not traceable)",
+                                    pid, t));
+          return fail_sys(e, fmt::format("attaching to thread {} of process {}", t, pid));
+        }
+        seized.insert(t);
+        fp.tids_.push_back(t);
+        fresh.push_back(t);
+        if (::ptrace(PTRACE_INTERRUPT, t, 0, 0) < 0 && errno != ESRCH)
+          return fail_errno(fmt::format("interrupting thread {}", t));
+        added = true;
       }
-      if (s->kind == StopInfo::SignalStop) {
-        std::vector<uint8_t> info(128);
-        if (::ptrace(PTRACE_GETSIGINFO, t, 0, info.data()) == 0) fp.stashed_[t].push_back(info);
+      if (!added) break;
+    }
+    if (fresh.empty()) break;
+    // Wait for each thread's interrupt stop. A signal being delivered meanwhile is taken
+    // out and stashed; it is restored as pending.
+    for (pid_t t : fresh) {
+      for (;;) {
+        auto s = wait_thread_while(t, keep_going);
+        if (!s) return fail(s.error().context(fmt::format("freezing process {}", pid)));
+        if (s->kind == StopInfo::Exited) break;
+        if (s->kind == StopInfo::EventStop) {
+          alive.push_back(t);
+          break;
+        }
+        if (s->kind == StopInfo::SignalStop) {
+          std::vector<uint8_t> info(128);
+          if (::ptrace(PTRACE_GETSIGINFO, t, 0, info.data()) == 0) fp.stashed_[t].push_back(info);
+          if (::ptrace(PTRACE_CONT, t, 0, 0) < 0) break;
+          continue;
+        }
         if (::ptrace(PTRACE_CONT, t, 0, 0) < 0) break;
-        continue;
       }
-      if (::ptrace(PTRACE_CONT, t, 0, 0) < 0) break;
     }
   }
   fp.tids_ = alive;

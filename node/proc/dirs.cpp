@@ -75,7 +75,9 @@ Result<std::vector<Stat>> read_process_table() {
   for (int p : all) {
     auto st = read_stat(p);
     if (!st) {
-      if (st.error().code == ESRCH) continue;  // exited while we scanned
+      // Exited while we scanned, or hidden from us (/proc mounted with hidepid=).
+      if (st.error().code == ESRCH || st.error().code == EACCES || st.error().code == EPERM)
+        continue;
       return st.error();
     }
     out.push_back(std::move(*st));

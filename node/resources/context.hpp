@@ -44,6 +44,7 @@ struct RestoreTarget {
   std::vector<std::pair<std::string, std::string>> relocations;
   bool can_set_exe = false;        // CAP_CHECKPOINT_RESTORE available for PR_SET_MM_MAP exe_fd
   bool restarter_is_root = false;  // else the restored process gets no capabilities at all
+  bool isolate_terminal = false;   // root restarting another user's image: no terminal of ours
   // The shared-memory objects the process maps, as descriptors it holds (inherited from the
   // process that made them; mapped, then closed by rebuild_address_space).
   std::map<ShmKey, long> shm_fds;

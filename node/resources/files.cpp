@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/kcmp.h>
+#include <linux/memfd.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -152,7 +153,15 @@ Status write_file_contents(const FilesDump& files, image::ImageWriter& w) {
     image::FileContentHeader h;
     h.content_id = id;
     h.total_size = data.size();
-    CRKIT_TRY(w.write_file_content(h, data));
+    auto packets = files.pipe_packets.find(id);
+    if (packets == files.pipe_packets.end()) {
+      CRKIT_TRY(w.write_file_content(h, data));
+      continue;
+    }
+    for (uint64_t len : packets->second) {  // one record per packet
+      CRKIT_TRY(w.write_file_content(h, std::span<const uint8_t>(data).subspan(h.offset, len)));
+      h.offset += len;
+    }
   }
   std::vector<uint8_t> buf(1 << 20);
   for (const auto& [id, src] : files.content_sources) {
@@ -195,6 +204,25 @@ std::string describe(const image::FdRecord& r) {
                      image::fd_kind_name(r.kind), r.path);
 }
 
+// Opens path without blocking (O_NONBLOCK, O_NOCTTY), checks that it is still of the type
+// it was (S_IFREG, S_IFCHR), then gives it the saved O_NONBLOCK flag.
+Result<UniqueFd> open_as_before(const std::string& path, uint32_t flags, mode_t type,
+                                const std::string& what) {
+  UniqueFd fd(::open(path.c_str(), static_cast<int>(flags) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+  if (!fd) return fail_errno(fmt::format("{}: cannot reopen {}", what, path));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) < 0) return fail_errno(fmt::format("{}: examining {}", what, path));
+  if ((st.st_mode & S_IFMT) != type)
+    return fail(ESTALE, fmt::format("{}: {} is no longer a {}", what, path,
+                                    type == S_IFREG ? "regular file" : "character device"));
+  if (!(flags & O_NONBLOCK)) {
+    int fl = ::fcntl(fd.get(), F_GETFL);
+    if (fl < 0 || ::fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK) < 0)
+      return fail_errno(fmt::format("{}: restoring the flags of {}", what, path));
+  }
+  return fd;
+}
+
 // Opens what record r describes (kinds opened by path or duplicated from cr_restart).
 Result<UniqueFd> open_for_record(const image::FdRecord& r, const RestoreTarget& t) {
   const uint32_t open_flags = reopen_flags(r);
@@ -203,10 +231,8 @@ Result<UniqueFd> open_for_record(const image::FdRecord& r, const RestoreTarget& 
     case image::FdKind::Regular: {
       std::string path = t.relocate(r.path);
       // The saved path is canonical: a symlink in its place now is not the same file.
-      UniqueFd fd(::open(path.c_str(), static_cast<int>(open_flags) | O_CLOEXEC | O_NOFOLLOW));
-      if (!fd) return fail_errno(fmt::format("{}: cannot reopen {}", what, path));
-      // Truncated back to its checkpoint-time size only at the end of the restart
-      // (truncate_written_files): a restart that fails before must not touch the file.
+      // Non-blocking, so that a FIFO or device put in its place cannot hang the restart.
+      CRKIT_ASSIGN(UniqueFd fd, open_as_before(path, open_flags | O_NOFOLLOW, S_IFREG, what));
       if (::lseek(fd.get(), static_cast<off_t>(r.pos), SEEK_SET) < 0)
         return fail_errno(fmt::format("{}: seeking {} to offset {}", what, path, r.pos));
       return fd;
@@ -219,11 +245,23 @@ Result<UniqueFd> open_for_record(const image::FdRecord& r, const RestoreTarget& 
       return fd;
     }
     case image::FdKind::CharDevice: {
-      UniqueFd fd(::open(r.path.c_str(), static_cast<int>(open_flags) | O_CLOEXEC));
-      if (!fd) return fail_errno(fmt::format("{}: cannot reopen device {}", what, r.path));
+      // Only memory devices (major 1) are saved; anything else in their place is refused.
+      CRKIT_ASSIGN(UniqueFd fd, open_as_before(r.path, open_flags, S_IFCHR, what));
+      struct stat st {};
+      if (::fstat(fd.get(), &st) < 0 || major(st.st_rdev) != 1)
+        return fail(ESTALE, fmt::format("{}: {} is no longer a memory device", what, r.path));
       return fd;
     }
     case image::FdKind::Tty: {
+      if (t.isolate_terminal) {
+        log::warn(
+            "process {}: fd {} was the terminal {}; another user's process gets no "
+            "terminal of root's: it now refers to /dev/null",
+            r.pid, r.fd, r.path);
+        UniqueFd fd(::open("/dev/null", O_RDWR | O_CLOEXEC));
+        if (!fd) return fail_errno(what);
+        return fd;
+      }
       // The restarter's terminal takes the place of the original one.
       for (int s : {0, 1, 2})
         if (::isatty(s)) {
@@ -245,6 +283,15 @@ Result<UniqueFd> open_for_record(const image::FdRecord& r, const RestoreTarget& 
       // BLCR semantics: pipe ends leading outside the checkpoint become cr_restart's
       // stdin (read end) or stdout (write end).
       int src = (r.flags & O_ACCMODE) == O_RDONLY ? 0 : 1;
+      if (t.isolate_terminal && ::isatty(src)) {
+        log::warn(
+            "process {}: fd {} led outside the image; cr_restart's {} is a terminal, which "
+            "another user's process does not get: it now refers to /dev/null",
+            r.pid, r.fd, src ? "stdout" : "stdin");
+        UniqueFd fd(::open("/dev/null", O_RDWR | O_CLOEXEC));
+        if (!fd) return fail_errno(what);
+        return fd;
+      }
       int fd = ::fcntl(src, F_DUPFD_CLOEXEC, 0);
       if (fd < 0)
         return fail_errno(
@@ -271,6 +318,12 @@ Result<int> unlinked_inode(const image::FdRecord& r, const FileContents& content
   int fd = -1;
   if (auto it = files.shared_memory.find(key); it != files.shared_memory.end()) {
     fd = it->second.get();
+  } else if (r.path.rfind("/memfd:", 0) == 0) {  // an open memfd, mapped by nobody
+    UniqueFd m(static_cast<int>(
+        ::syscall(SYS_memfd_create, r.path.substr(7).c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING)));
+    if (!m) return fail_errno(fmt::format("{}: recreating the memfd", what));
+    fd = m.get();
+    owned.push_back(std::move(m));
   } else {
     std::string path = t.relocate(r.path);
     auto slash = path.rfind('/');
@@ -283,7 +336,7 @@ Result<int> unlinked_inode(const image::FdRecord& r, const FileContents& content
     owned.push_back(std::move(tmp));
   }
   if (auto it = contents.find(r.content_id); it != contents.end()) {
-    const auto& data = it->second;
+    const auto& data = it->second.bytes;
     size_t off = 0;
     while (off < data.size()) {
       ssize_t n = ::pwrite(fd, data.data() + off, data.size() - off, static_cast<off_t>(off));
@@ -341,7 +394,8 @@ Result<OpenFiles> open_files(std::span<const image::FdRecord> fds, const FileCon
   return files;
 }
 
-Status truncate_written_files(RestoreTarget& t, std::span<const image::FdRecord> mine) {
+Status truncate_written_files(RestoreTarget& t, std::span<const image::FdRecord> mine,
+                              bool dry_run) {
   std::set<uint32_t> done;
   for (const auto& r : mine) {
     if (r.kind != image::FdKind::Regular || (r.flags & O_ACCMODE) == O_RDONLY) continue;
@@ -350,11 +404,15 @@ Status truncate_written_files(RestoreTarget& t, std::span<const image::FdRecord>
     CRKIT_TRY(t.main->check(fmt::format("examining fd {} ({})", r.fd, r.path), SYS_fstat,
                             {static_cast<uint64_t>(r.fd), t.scratch->addr()}));
     CRKIT_ASSIGN(auto st, t.scratch->get_struct<struct stat>(0));
-    if (static_cast<uint64_t>(st.st_size) <= r.size_at_checkpoint) continue;
+    const uint64_t size = static_cast<uint64_t>(st.st_size);
+    if (size <= r.size_at_checkpoint) continue;
+    // The dry run truncates to the current size: it fails where the real one would (an
+    // append-only file, a file size limit) and changes nothing.
     CRKIT_TRY(t.main->check(fmt::format("truncating {} (fd {}) back to its checkpoint-time size "
                                         "of {} bytes",
                                         r.path, r.fd, r.size_at_checkpoint),
-                            SYS_ftruncate, {static_cast<uint64_t>(r.fd), r.size_at_checkpoint}));
+                            SYS_ftruncate,
+                            {static_cast<uint64_t>(r.fd), dry_run ? size : r.size_at_checkpoint}));
   }
   return {};
 }

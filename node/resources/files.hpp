@@ -31,8 +31,10 @@ struct FilesDump {
   std::vector<image::FdRecord> fds;  // by process (in the order given), then by fd
   // content_id -> path to read the content from (/proc/PID/fd/N)
   std::map<uint32_t, std::string> content_sources;
-  // content_id -> data buffered in a pipe or FIFO (captured while frozen)
+  // content_id -> data buffered in a pipe or FIFO (captured while frozen); for a pipe in
+  // packet mode (O_DIRECT) also the size of each packet
   std::map<uint32_t, std::vector<uint8_t>> pipe_data;
+  std::map<uint32_t, std::vector<uint64_t>> pipe_packets;
 };
 
 // The descriptors of all (frozen) processes. Fails with EBADF naming the process, the fd and
@@ -40,8 +42,13 @@ struct FilesDump {
 Result<FilesDump> dump_files(std::span<const pid_t> pids);
 Status write_file_contents(const FilesDump& files, image::ImageWriter& w);
 
-// Contents of unlinked files and of pipes read from the image: content_id -> bytes.
-using FileContents = std::map<uint32_t, std::vector<uint8_t>>;
+// Contents of unlinked files and of pipes read from the image, by content_id: the bytes and
+// the size of each FileContent record they came in (for a packet-mode pipe: its packets).
+struct SavedContent {
+  std::vector<uint8_t> bytes;
+  std::vector<uint64_t> chunks;
+};
+using FileContents = std::map<uint32_t, SavedContent>;
 
 // Everything the image's processes have open, opened once (see the header comment).
 struct OpenFiles {
@@ -61,9 +68,10 @@ Result<OpenFiles> open_files(std::span<const image::FdRecord> fds, const FileCon
 
 // BLCR semantics: a regular file open for writing goes back to its checkpoint-time size (so
 // output written after the checkpoint is replaced by the restarted run's). Remote, in the
-// restored process, as the last step before its release: a restart that fails earlier leaves
-// the files as they were.
-Status truncate_written_files(RestoreTarget& t, std::span<const image::FdRecord> mine);
+// restored process, as the last step that can fail: a restart that fails earlier leaves the
+// files as they were. A dry run (done for every process first) checks that it can be done.
+Status truncate_written_files(RestoreTarget& t, std::span<const image::FdRecord> mine,
+                              bool dry_run);
 
 // Runs in a stand-in (ordinary code): installs the process's descriptors (mine) from files at
 // their saved numbers with their close-on-exec flags and closes everything else except the

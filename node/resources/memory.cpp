@@ -17,6 +17,7 @@
 #include "common/cr_errors.hpp"
 #include "common/log.hpp"
 #include "inject/remote_memory.hpp"
+#include "resources/process.hpp"
 
 namespace crkit::resources {
 namespace {
@@ -73,6 +74,7 @@ Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& sma
     if (m.has_flag("dc")) v.vm_flags |= image::kVmDontFork;
     if (m.has_flag("hg")) v.vm_flags |= image::kVmHugePage;
     if (m.has_flag("nh")) v.vm_flags |= image::kVmNoHugePage;
+    if (m.has_flag("mw")) v.vm_flags |= image::kVmMayWrite;
     bool save_all = false;   // whole range (backing file is gone)
     bool anon_only = false;  // only pages that are no longer the file's
     bool skip_zero = true;
@@ -250,7 +252,10 @@ Result<uint64_t> find_free_range(const std::vector<image::VmaRecord>& saved,
   return fail(ENOMEM, "no free address range for the restorer's scratch area");
 }
 
-Status check_mapped_files(const RestoreTarget& t, const std::vector<image::VmaRecord>& vmas) {
+Status check_mapped_files(const RestoreTarget& t, const std::vector<image::VmaRecord>& vmas,
+                          const image::Credentials* owner) {
+  // Looked at with the rights of the process's owner (root restarting a user's image).
+  CRKIT_ASSIGN(FileCredentials as_owner, FileCredentials::assume(owner));
   std::map<std::string, bool> checked;
   for (const auto& v : vmas) {
     if (v.kind != image::VmaKind::FilePrivate && v.kind != image::VmaKind::FileShared) continue;
@@ -260,6 +265,11 @@ Status check_mapped_files(const RestoreTarget& t, const std::vector<image::VmaRe
     checked[path] = true;
     struct stat st {};
     if (::stat(path.c_str(), &st) < 0) return fail_errno(fmt::format("mapped file {}", path));
+    if (!S_ISREG(st.st_mode))
+      return fail(ESTALE, fmt::format("mapped file {} is no longer a regular file", path));
+    // A shared mapping's contents are the file's own, changed through the mapping or not;
+    // only pages of private mappings are restored by reference and need the same file.
+    if (v.kind == image::VmaKind::FileShared) continue;
     bool relocated = path != v.name;
     if (!relocated &&
         (static_cast<uint64_t>(st.st_size) != v.file.size ||
@@ -372,18 +382,33 @@ Status rebuild_address_space(RestoreTarget& t, const std::vector<image::VmaRecor
         !(v.vm_flags & image::kVmFileDeleted);
     if (by_file) {
       std::string path = t.relocate(v.name);
-      bool rw = v.kind == image::VmaKind::FileShared && (v.prot & PROT_WRITE);
-      if (v.kind == image::VmaKind::FileShared && !rw)
-        prot = v.prot | PROT_READ;  // no write access needed
+      const bool shared = v.kind == image::VmaKind::FileShared;
+      const bool writes = v.prot & PROT_WRITE;
+      // A shared mapping the program may make writable later (mprotect) needs the file open
+      // for writing now, as it was (VM_MAYWRITE).
+      bool rw = shared && (writes || (v.vm_flags & image::kVmMayWrite));
+      if (shared && !writes) prot = v.prot | PROT_READ;  // no write access needed to fill it
       std::string key = path + (rw ? "\1rw" : "\1ro");
       if (auto it = fds.find(key); it != fds.end()) {
         fd = it->second;
       } else {
         CRKIT_ASSIGN(uint64_t p, t.scratch->put_string(0, path));
-        CRKIT_ASSIGN(fd,
-                     t.main->check(fmt::format("opening mapped file {}", path), SYS_openat,
-                                   {static_cast<uint64_t>(AT_FDCWD), p,
-                                    static_cast<uint64_t>(rw ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0}));
+        auto open_mode = [&](bool w) {
+          return t.main->call(SYS_openat,
+                              {static_cast<uint64_t>(AT_FDCWD), p,
+                               static_cast<uint64_t>(w ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0});
+        };
+        CRKIT_ASSIGN(long got, open_mode(rw));
+        if (got < 0 && rw && !writes) {
+          log::warn(
+              "{} can no longer be opened for writing; its read-only shared mapping at "
+              "{:#x} cannot be made writable again",
+              path, v.start);
+          CRKIT_ASSIGN(got, open_mode(false));
+        }
+        if (got < 0)
+          return fail_sys(static_cast<int>(-got), fmt::format("opening mapped file {}", path));
+        fd = got;
         fds[key] = fd;
       }
       pgoff = v.pgoff;

@@ -71,8 +71,10 @@ Result<uint64_t> find_free_range(const std::vector<image::VmaRecord>& saved,
                                  const std::vector<proc::MapEntry>& current, uint64_t size,
                                  const std::vector<std::pair<uint64_t, uint64_t>>& also_taken = {});
 
-// Checks that files mapped by reference still match their saved identity.
-Status check_mapped_files(const RestoreTarget& t, const std::vector<image::VmaRecord>& vmas);
+// Checks that files mapped by reference still match their saved identity (private
+// mappings; shared ones need only exist), looked at with owner's file rights.
+Status check_mapped_files(const RestoreTarget& t, const std::vector<image::VmaRecord>& vmas,
+                          const image::Credentials* owner = nullptr);
 
 // Creates the image's shared-memory objects (ordinary code, in the process that creates the
 // stand-ins): one memfd per object, named as the original memfd was, sized to cover every

@@ -2,9 +2,12 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include <fmt/format.h>
 
@@ -46,36 +49,49 @@ bool other_end_closed(pid_t pid, int fd, bool reader) {
 }
 
 // The bytes buffered in the pipe behind /proc/PID/fd/FD, copied with tee(2) from a second
-// read end so that the pipe keeps them; and its capacity.
-Status capture(const image::FdRecord& r, uint64_t* capacity, std::vector<uint8_t>* data) {
+// read end so that the pipe keeps them, and its capacity. In packet mode (O_DIRECT) also the
+// size of each packet: tee keeps the packets, and each read of a packet returns one.
+struct Captured {
+  uint64_t capacity = 0;
+  std::vector<uint8_t> data;
+  std::vector<uint64_t> packets;
+};
+Result<Captured> capture(const image::FdRecord& r, bool packet_mode) {
+  const std::string what =
+      fmt::format("process {}: {} {} (fd {})", r.pid, image::fd_kind_name(r.kind), r.path, r.fd);
   std::string src = fmt::format("/proc/{}/fd/{}", r.pid, r.fd);
   UniqueFd reader(::open(src.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
-  if (!reader)
-    return fail_errno(fmt::format("process {}: opening {} {} (fd {}) to copy its data", r.pid,
-                                  image::fd_kind_name(r.kind), r.path, r.fd));
+  if (!reader) return fail_errno(fmt::format("{}: opening it to copy its data", what));
+  Captured c;
   int cap = ::fcntl(reader.get(), F_GETPIPE_SZ);
-  if (cap < 0)
-    return fail_errno(fmt::format("process {}: reading the size of pipe {}", r.pid, r.path));
-  *capacity = static_cast<uint64_t>(cap);
+  int queued = 0;
+  if (cap < 0 || ::ioctl(reader.get(), FIONREAD, &queued) < 0)
+    return fail_errno(fmt::format("{}: reading its size", what));
+  c.capacity = static_cast<uint64_t>(cap);
+  if (queued == 0) return c;
   int tmp[2];
   if (::pipe2(tmp, O_CLOEXEC | O_NONBLOCK) < 0)
-    return fail_errno("creating a pipe to copy pipe data");
+    return fail_errno(fmt::format("{}: creating a pipe to copy its data", what));
   UniqueFd tr(tmp[0]), tw(tmp[1]);
-  ::fcntl(tw.get(), F_SETPIPE_SZ, cap);
-  ssize_t n = ::tee(reader.get(), tw.get(), static_cast<size_t>(cap), SPLICE_F_NONBLOCK);
-  if (n < 0 && errno != EAGAIN)
+  // The copy must hold everything: a short copy would lose data silently.
+  if (::fcntl(tw.get(), F_SETPIPE_SZ, std::max(cap, queued)) < queued)
     return fail_errno(
-        fmt::format("process {}: copying the data of pipe {} with tee", r.pid, r.path));
-  data->assign(n > 0 ? static_cast<size_t>(n) : 0, 0);
+        fmt::format("{}: making a pipe large enough for its {} bytes "
+                    "(fs.pipe-max-size, fs.pipe-user-pages-soft)",
+                    what, queued));
+  ssize_t n = ::tee(reader.get(), tw.get(), static_cast<size_t>(queued), SPLICE_F_NONBLOCK);
+  if (n < 0) return fail_errno(fmt::format("{}: copying its data with tee", what));
+  if (n != queued)
+    return fail(EIO, fmt::format("{}: copied {} of the {} bytes it holds", what, n, queued));
+  c.data.resize(static_cast<size_t>(n));
   size_t got = 0;
-  while (got < data->size()) {
-    ssize_t k = ::read(tr.get(), data->data() + got, data->size() - got);
-    if (k <= 0)
-      return fail_errno(
-          fmt::format("process {}: reading the copied data of pipe {}", r.pid, r.path));
+  while (got < c.data.size()) {
+    ssize_t k = ::read(tr.get(), c.data.data() + got, c.data.size() - got);
+    if (k <= 0) return fail_errno(fmt::format("{}: reading the copy of its data", what));
+    if (packet_mode) c.packets.push_back(static_cast<uint64_t>(k));
     got += static_cast<size_t>(k);
   }
-  return {};
+  return c;
 }
 
 }  // namespace
@@ -91,22 +107,23 @@ Status classify_pipes(FilesDump& out, uint32_t* next_content) {
       writer |= writes(out.fds[i]);
     }
     const image::FdRecord& first = out.fds[recs.front()];
+    bool packet_mode = false;
+    for (size_t i : recs) packet_mode |= (out.fds[i].flags & O_DIRECT) != 0;
     bool internal = reader && writer;
     // One end only: the pipe is still internal if the other end is closed everywhere.
     if (!internal) internal = other_end_closed(first.pid, first.fd, reader);
     if (first.kind == image::FdKind::ExternalPipe && internal)
       for (size_t i : recs) out.fds[i].kind = image::FdKind::Pipe;
     if (!internal) continue;
-    uint64_t capacity = 0;
-    std::vector<uint8_t> data;
-    CRKIT_TRY(capture(first, &capacity, &data));
+    CRKIT_ASSIGN(Captured c, capture(first, packet_mode));
     uint32_t content = 0;
-    if (reader && !data.empty()) {  // data nobody can read any more is not worth keeping
+    if (reader && !c.data.empty()) {  // data nobody can read any more is not worth keeping
       content = (*next_content)++;
-      out.pipe_data[content] = std::move(data);
+      out.pipe_data[content] = std::move(c.data);
+      if (packet_mode) out.pipe_packets[content] = std::move(c.packets);
     }
     for (size_t i : recs) {
-      out.fds[i].size_at_checkpoint = capacity;
+      out.fds[i].size_at_checkpoint = c.capacity;
       out.fds[i].content_id = content;
     }
   }
@@ -115,23 +132,30 @@ Status classify_pipes(FilesDump& out, uint32_t* next_content) {
 
 namespace {
 
-Status refill(int wr, const image::FdRecord& r, const FileContents& contents) {
+// Capacity, then the saved data; in packet mode one write per saved packet.
+Status refill(int wr, const image::FdRecord& r, const FileContents& contents, bool packet_mode) {
   if (r.size_at_checkpoint && ::fcntl(wr, F_SETPIPE_SZ, static_cast<int>(r.size_at_checkpoint)) < 0)
     return fail_errno(fmt::format("restoring the size ({} bytes) of {} {}", r.size_at_checkpoint,
                                   image::fd_kind_name(r.kind), r.path));
   auto it = contents.find(r.content_id);
   if (!r.content_id || it == contents.end()) return {};
+  const auto& data = it->second.bytes;
+  std::vector<uint64_t> pieces =
+      packet_mode ? it->second.chunks : std::vector<uint64_t>{data.size()};
   // Non-blocking: data that does not fit is an error, never a hang.
   int fl = ::fcntl(wr, F_GETFL);
-  ::fcntl(wr, F_SETFL, fl | O_NONBLOCK);
+  ::fcntl(wr, F_SETFL, (fl | O_NONBLOCK) | (packet_mode ? O_DIRECT : 0));
   size_t off = 0;
-  while (off < it->second.size()) {
-    ssize_t n = ::write(wr, it->second.data() + off, it->second.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0)
-      return fail_errno(fmt::format("refilling {} {} with its {} saved bytes",
-                                    image::fd_kind_name(r.kind), r.path, it->second.size()));
-    off += static_cast<size_t>(n);
+  for (uint64_t len : pieces) {
+    size_t end = off + len;
+    while (off < end) {
+      ssize_t n = ::write(wr, data.data() + off, end - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0)
+        return fail_errno(fmt::format("refilling {} {} with its {} saved bytes",
+                                      image::fd_kind_name(r.kind), r.path, data.size()));
+      off += static_cast<size_t>(n);
+    }
   }
   ::fcntl(wr, F_SETFL, fl);
   return {};
@@ -191,19 +215,23 @@ Status open_pipes(std::span<const image::FdRecord> fds, const FileContents& cont
     auto [it, fresh] = made.try_emplace(Inode{r.id.dev, r.id.ino});
     Made& m = it->second;
     if (fresh) {
+      // Packet mode is the writers' O_DIRECT flag; the data came in packets then.
+      bool packet_mode = false;
+      for (const auto& o : fds)
+        if (o.id.dev == r.id.dev && o.id.ino == r.id.ino) packet_mode |= (o.flags & O_DIRECT) != 0;
       if (r.kind == image::FdKind::Pipe) {
         int p[2];
         if (::pipe2(p, O_CLOEXEC) < 0)
           return fail_errno(fmt::format("recreating pipe {} of process {}", r.path, r.pid));
         m.rd.reset(p[0]);
         m.wr.reset(p[1]);
-        CRKIT_TRY(refill(m.wr.get(), r, contents));
+        CRKIT_TRY(refill(m.wr.get(), r, contents, packet_mode));
       } else {
         // Root restarting a user's image opens the user's FIFO with the user's rights.
         CRKIT_ASSIGN(FileCredentials as_owner,
                      FileCredentials::assume(creds ? creds(r.pid) : nullptr));
         CRKIT_ASSIGN(m.rd, open_fifo(r, t));
-        CRKIT_TRY(refill(m.rd.get(), r, contents));
+        CRKIT_TRY(refill(m.rd.get(), r, contents, packet_mode));
       }
     }
     UniqueFd fd;
@@ -223,7 +251,7 @@ Status open_pipes(std::span<const image::FdRecord> fds, const FileContents& cont
     } else {
       CRKIT_ASSIGN(fd, reopen(m.rd.get(), r));
     }
-    if (::fcntl(fd.get(), F_SETFL, r.flags & (O_NONBLOCK | O_APPEND)) < 0)
+    if (::fcntl(fd.get(), F_SETFL, r.flags & (O_NONBLOCK | O_APPEND | O_DIRECT)) < 0)
       return fail_errno(fmt::format("restoring the flags of fd {} of process {}", r.fd, r.pid));
     (*by_file_id)[r.file_id] = std::move(fd);
   }

@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -129,19 +130,6 @@ Status apply_process_attrs_in_standin(const image::ProcessRecord& p, const Resto
   if (::chdir(cwd.c_str()) < 0)
     return fail_errno(fmt::format("restoring the working directory {}", cwd));
   ::umask(p.umask);
-  for (size_t r = 0; r < p.rlimits.size() && r < RLIM_NLIMITS; ++r) {
-    struct rlimit64 rl {
-      p.rlimits[r].cur, p.rlimits[r].max
-    };
-    if (::prlimit64(0, static_cast<__rlimit_resource>(r), &rl, nullptr) < 0) {
-      // Raising a hard limit needs privilege: keep ours, but never above the saved one.
-      struct rlimit64 cur {};
-      ::prlimit64(0, static_cast<__rlimit_resource>(r), nullptr, &cur);
-      rl.rlim_max = cur.rlim_max;
-      if (rl.rlim_cur > rl.rlim_max) rl.rlim_cur = rl.rlim_max;
-      ::prlimit64(0, static_cast<__rlimit_resource>(r), &rl, nullptr);
-    }
-  }
   if (::personality(p.personality) < 0)
     return fail_errno(fmt::format("restoring personality {:#x}", p.personality));
   // A cr_restart with file capabilities makes its children non-dumpable; the restorer must
@@ -205,6 +193,26 @@ FileCredentials::~FileCredentials() {
 
 Status restore_dumpable(RestoreTarget& t, const image::ProcessRecord& p) {
   CRKIT_TRY(t.main->check("restoring the dumpable flag", SYS_prctl, {PR_SET_DUMPABLE, p.dumpable}));
+  return {};
+}
+
+Status restore_rlimits(RestoreTarget& t, const image::ProcessRecord& p) {
+  for (size_t r = 0; r < p.rlimits.size() && r < RLIM_NLIMITS; ++r) {
+    image::RLimit want = p.rlimits[r];
+    CRKIT_ASSIGN(uint64_t addr, t.scratch->put_struct(0, want));
+    CRKIT_ASSIGN(long rc, t.main->call(SYS_prlimit64, {0, r, addr, 0}));
+    if (rc == 0) continue;
+    // Raising a hard limit needs privilege: keep the current one, never above the saved one.
+    CRKIT_TRY(
+        t.main->check(fmt::format("reading resource limit {}", r), SYS_prlimit64, {0, r, 0, addr}));
+    CRKIT_ASSIGN(auto cur, t.scratch->get_struct<image::RLimit>(0));
+    want.max = std::min(want.max, cur.max);
+    want.cur = std::min(want.cur, want.max);
+    CRKIT_TRY(t.scratch->put_struct(0, want));
+    CRKIT_TRY(
+        t.main->check(fmt::format("restoring resource limit {} ({}/{})", r, want.cur, want.max),
+                      SYS_prlimit64, {0, r, addr, 0}));
+  }
   return {};
 }
 

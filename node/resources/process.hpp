@@ -15,8 +15,8 @@ namespace crkit::resources {
 
 Result<image::ProcessRecord> dump_process(const DumpTarget& t);
 
-// Runs in the stand-in itself (ordinary code, before it is seized): cwd, umask, rlimits,
-// personality, dumpable.
+// Runs in the stand-in itself (ordinary code, before it is seized): cwd, umask, personality,
+// dumpable.
 Status apply_process_attrs_in_standin(const image::ProcessRecord& p, const RestoreTarget& t);
 
 // Runs in the stand-in first: when root restarts another user's image, files are opened
@@ -48,6 +48,10 @@ Status restore_sigactions(RestoreTarget& t, const image::ProcessRecord& p);
 Status restore_itimers(RestoreTarget& t, const image::ProcessRecord& p);
 Status restore_shared_pending(RestoreTarget& t, const image::ProcessRecord& p);
 Status restore_comm(RestoreTarget& t, const image::ProcessRecord& p);
+// Resource limits, late (remote): the transplant itself needs descriptors and memory the
+// process's own limits might not allow; before the credentials (raising a hard limit needs
+// the restarter's privilege).
+Status restore_rlimits(RestoreTarget& t, const image::ProcessRecord& p);
 // Last, after the credentials (a change of uid resets it).
 Status restore_dumpable(RestoreTarget& t, const image::ProcessRecord& p);
 // The parent-death signal (the stand-in's own one, SIGKILL, is replaced). An orphan gets

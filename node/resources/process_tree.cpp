@@ -24,8 +24,10 @@ const char* scope_name(Scope s) {
 
 namespace {
 
+// Exited, not yet reaped. A process whose main thread exited while other threads run also
+// shows Z, but counts them: it is alive.
 bool is_zombie(const proc::Stat& s) {
-  return s.state == 'Z' || s.state == 'X';
+  return (s.state == 'Z' || s.state == 'X') && s.num_threads <= 1;
 }
 
 bool elder(const proc::Stat* a, const proc::Stat* b) {
@@ -154,6 +156,10 @@ Result<TreePlan> plan_tree(std::span<const image::ProcessRecord* const> procs,
   std::vector<pid_t> born(n, opts.restarter_sid), final_sid(n, opts.restarter_sid);
   for (size_t i = 0; i < n; ++i)
     plan.nodes[i].setsid = opts.restore_sid && procs[i]->sid == procs[i]->pid;
+  if (opts.new_session) {
+    plan.nodes[0].setsid = true;
+    plan.top_level_setsid = true;
+  }
   auto session_lost = [&](size_t i) {
     if (find(procs[i]->sid) < 0)
       warn(
@@ -197,7 +203,7 @@ Result<TreePlan> plan_tree(std::span<const image::ProcessRecord* const> procs,
       for (auto c = kids.rbegin(); c != kids.rend(); ++c) todo.push_back(*c);
     }
   };
-  if (opts.restore_sid && !plan.nodes[0].setsid && procs[0]->sid != opts.restarter_sid)
+  if (opts.restore_sid && procs[0]->sid != procs[0]->pid && procs[0]->sid != opts.restarter_sid)
     session_lost(0);
   place_subtree(0);
   for (size_t i = 1; i < n; ++i) {
@@ -208,6 +214,7 @@ Result<TreePlan> plan_tree(std::span<const image::ProcessRecord* const> procs,
       born[i] = procs[leader]->pid;
     } else {
       plan.top_level_orphans.push_back(i);
+      if (opts.new_session) born[i] = -1;  // the helper's own session
       if (opts.restore_sid && !plan.nodes[i].setsid && procs[i]->sid != opts.restarter_sid)
         session_lost(i);
     }

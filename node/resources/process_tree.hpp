@@ -57,8 +57,9 @@ struct TreePlan {
     pid_t join_pgid = 0;  // Group::Join: the group to join
   };
   std::vector<Node> nodes;
-  // Orphans created by the top-level helper (in cr_restart's session), and the root.
+  // Orphans created by the top-level helper (in cr_restart's session).
   std::vector<size_t> top_level_orphans;
+  bool top_level_setsid = false;  // the top-level helper calls setsid() (TreeOptions.new_session)
   // What could not be restored exactly (sessions or groups whose leader is not in the image).
   std::vector<std::string> warnings;
 
@@ -72,6 +73,9 @@ struct TreeOptions {
   // them; -1 when they are invisible (a new PID namespace).
   pid_t restarter_sid = -1;
   pid_t restarter_pgid = -1;
+  // The root and the top-level orphans start a session of their own instead of joining
+  // cr_restart's (root restarting another user's processes: no controlling terminal).
+  bool new_session = false;
 };
 
 // EINVAL when the records do not form a forest rooted at the first process (duplicate pids,

@@ -421,8 +421,28 @@ int main(int argc, char** argv) {
   };
   sigset_t held = forwardable_set(), before;
   ::sigprocmask(SIG_BLOCK, &held, &before);
+  // A restart that waits forever (a stand-in stuck on a file) can still be interrupted.
+  // Only signals that would end us count (nohup's ignored SIGHUP does not).
+  int cancelled_by = 0;
+  o.restart.cancel_signal = [&cancelled_by]() {
+    sigset_t pending;
+    if (::sigpending(&pending) < 0) return 0;
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) {
+      struct sigaction sa {};
+      if (sigismember(&pending, sig) == 1 && ::sigaction(sig, nullptr, &sa) == 0 &&
+          sa.sa_handler == SIG_DFL)
+        return cancelled_by = sig;
+    }
+    return 0;
+  };
   auto r = crkit::engine::restart_image(fd, name, o.restart);
   if (!r) {
+    if (r.error().code == EINTR && cancelled_by) {
+      // Cancelled: say so, then die of the signal (it is delivered on unblocking).
+      crkit::log::error("Restart failed: {}", r.error().message);
+      ::sigprocmask(SIG_SETMASK, &before, nullptr);
+      return 128 + cancelled_by;
+    }
     ::sigprocmask(SIG_SETMASK, &before, nullptr);  // hooks run with the usual mask
     return failure_exit(o, r.error());
   }
