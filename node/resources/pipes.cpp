@@ -30,22 +30,35 @@ bool is_pipe_like(const image::FdRecord& r) {
          r.kind == image::FdKind::Fifo;
 }
 
+// A duplicate of the process's own descriptor (the same open file description), or an
+// invalid one when it cannot be had.
+UniqueFd borrow(pid_t pid, int fd) {
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!pidfd) return UniqueFd();
+  UniqueFd mine(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), fd, 0)));
+  if (!mine)
+    log::debug("process {}: cannot look at fd {} (pidfd_getfd: {})", pid, fd, std::strerror(errno));
+  return mine;
+}
+
 // Whether the other end of the pipe behind fd of pid is closed everywhere, asked of the
 // process's own open file description (a fresh open could not tell): a read end without
 // writers polls POLLHUP, a write end without readers POLLERR. False when it cannot be told.
 bool other_end_closed(pid_t pid, int fd, bool reader) {
-  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-  if (!pidfd) return false;
-  UniqueFd mine(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), fd, 0)));
-  if (!mine) {
-    log::debug("process {}: cannot look at fd {} (pidfd_getfd: {})", pid, fd, std::strerror(errno));
-    return false;
-  }
+  UniqueFd mine = borrow(pid, fd);
+  if (!mine) return false;
   struct pollfd p {
     mine.get(), static_cast<short>(reader ? POLLIN : POLLOUT), 0
   };
   if (::poll(&p, 1, 0) < 0) return false;
   return reader ? (p.revents & POLLHUP) != 0 : (p.revents & POLLERR) != 0;
+}
+
+// F_GETPIPE_SZ of the process's own descriptor; 0 (the default size) if it cannot be told.
+uint64_t capacity_of(pid_t pid, int fd) {
+  UniqueFd mine = borrow(pid, fd);
+  int cap = mine ? ::fcntl(mine.get(), F_GETPIPE_SZ) : -1;
+  return cap > 0 ? static_cast<uint64_t>(cap) : 0;
 }
 
 // The bytes buffered in the pipe behind /proc/PID/fd/FD, copied with tee(2) from a second
@@ -115,9 +128,17 @@ Status classify_pipes(FilesDump& out, uint32_t* next_content) {
     if (first.kind == image::FdKind::ExternalPipe && internal)
       for (size_t i : recs) out.fds[i].kind = image::FdKind::Pipe;
     if (!internal) continue;
-    CRKIT_ASSIGN(Captured c, capture(first, packet_mode));
+    // Without a reader in the image the data is never read again; only the capacity counts,
+    // asked of the process's own descriptor (opening a reader of a FIFO could wake a writer
+    // outside that waits for one).
+    Captured c;
+    if (reader) {
+      CRKIT_ASSIGN(c, capture(first, packet_mode));
+    } else {
+      c.capacity = capacity_of(first.pid, first.fd);
+    }
     uint32_t content = 0;
-    if (reader && !c.data.empty()) {  // data nobody can read any more is not worth keeping
+    if (!c.data.empty()) {
       content = (*next_content)++;
       out.pipe_data[content] = std::move(c.data);
       if (packet_mode) out.pipe_packets[content] = std::move(c.packets);
