@@ -56,54 +56,35 @@ int main(int argc, char **argv) {
   const int regular = S_ISREG(st.st_mode);
   const off_t start_size = regular ? st.st_size : 0;
 
-  char line[MAX_LINE + 1]; /* the current, still incomplete line (+ room for '\n') */
-  size_t have = 0;         /* bytes of it in line[] */
-  uint64_t count = 0;      /* lines seen; the last x was count */
-  uint64_t sum = 0;        /* sum of the x seen */
-  uint64_t bytes = 0;      /* bytes appended to OUTFILE */
-  for (;;) {
-    char chunk[READ_CHUNK];
-    ssize_t got = read(STDIN_FILENO, chunk, sizeof chunk);
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      ex_fail("reading stdin: %s", strerror(errno));
-    }
-    if (got == 0) break;
-    for (ssize_t i = 0; i < got; i++) {
-      if (chunk[i] != '\n') {
-        if (have >= MAX_LINE)
-          ex_fail("input line %llu is longer than %d bytes", (unsigned long long)count + 1,
-                  MAX_LINE);
-        line[have++] = chunk[i];
-        continue;
-      }
-      /* A complete line: "x" or "x y". */
-      const unsigned long long lineno = (unsigned long long)count + 1;
-      const char *space = memchr(line, ' ', have);
-      const size_t xlen = space ? (size_t)(space - line) : have;
-      uint64_t x = 0, y = 0;
-      if (!parse_u64(line, xlen, &x) || (space && !parse_u64(space + 1, have - xlen - 1, &y)))
-        ex_fail("input line %llu: '%.*s' is neither \"x\" nor \"x y\"", lineno, (int)have, line);
-      if (x != count + 1)
-        ex_fail("input line %llu: got %llu after %llu (%s)", lineno, (unsigned long long)x,
-                (unsigned long long)count, x <= count ? "a repeat" : "a gap");
-      if (space && (x >= ((uint64_t)1 << 32) || y != x * x))
-        ex_fail("input line %llu: '%.*s': %llu is not the square of %llu", lineno, (int)have, line,
-                (unsigned long long)y, (unsigned long long)x);
-      count = x;
-      sum += x;
-      line[have++] = '\n';
-      if (ex_write_all(fd, line, have) != 0)
-        ex_fail("writing line %llu to %s: %s", lineno, outfile, strerror(errno));
-      bytes += have;
-      have = 0;
-      if (count == (uint64_t)ready_after) ex_ready(NULL);
-      ex_sleep_ns((long long)delay_us * 1000LL);
-    }
+  struct ex_line_reader in = {.chunk = READ_CHUNK, .max = MAX_LINE};
+  uint64_t count = 0; /* lines seen; the last x was count */
+  uint64_t sum = 0;   /* sum of the x seen */
+  uint64_t bytes = 0; /* bytes appended to OUTFILE */
+  char *line;
+  size_t have;
+  while ((line = ex_next_line(&in, &have)) != NULL) {
+    /* A complete line: "x" or "x y". */
+    const unsigned long long lineno = (unsigned long long)count + 1;
+    const char *space = memchr(line, ' ', have);
+    const size_t xlen = space ? (size_t)(space - line) : have;
+    uint64_t x = 0, y = 0;
+    if (!parse_u64(line, xlen, &x) || (space && !parse_u64(space + 1, have - xlen - 1, &y)))
+      ex_fail("input line %llu: '%.*s' is neither \"x\" nor \"x y\"", lineno, (int)have, line);
+    if (x != count + 1)
+      ex_fail("input line %llu: got %llu after %llu (%s)", lineno, (unsigned long long)x,
+              (unsigned long long)count, x <= count ? "a repeat" : "a gap");
+    if (space && (x >= ((uint64_t)1 << 32) || y != x * x))
+      ex_fail("input line %llu: '%.*s': %llu is not the square of %llu", lineno, (int)have, line,
+              (unsigned long long)y, (unsigned long long)x);
+    count = x;
+    sum += x;
+    line[have++] = '\n';
+    if (ex_write_all(fd, line, have) != 0)
+      ex_fail("writing line %llu to %s: %s", lineno, outfile, strerror(errno));
+    bytes += have;
+    if (count == (uint64_t)ready_after) ex_ready(NULL);
+    ex_sleep_ns((long long)delay_us * 1000LL);
   }
-  if (have != 0)
-    ex_fail("input ends in the middle of line %llu ('%.*s')", (unsigned long long)count + 1,
-            (int)have, line);
   if (count == 0) ex_fail("no input at all");
   const uint64_t want_sum = count * (count + 1) / 2;
   if (sum != want_sum)

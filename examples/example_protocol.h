@@ -125,4 +125,53 @@ static inline void ex_sleep_ns(long long ns) {
 
 static inline void ex_sleep_ms(long ms) { ex_sleep_ns((long long)ms * 1000000LL); }
 
+/*
+ * Standard input, line by line, read in chunks of `chunk` bytes (<= 64). Small chunks are on
+ * purpose: lines then straddle read() calls, and what is not read yet stays in the pipe.
+ * Initialise as { .chunk = N, .max = M } (M <= 62: longer lines are an error).
+ */
+struct ex_line_reader {
+  size_t chunk;     /* bytes per read() */
+  size_t max;       /* longest line allowed */
+  char buf[64];     /* the chunk read last */
+  size_t pos, len;  /* buf[pos, len) not used yet */
+  char line[64];    /* the current line (room for a '\n' the caller may add) */
+  size_t have;      /* bytes of it in line[] */
+  long lineno;      /* lines returned so far */
+};
+
+/*
+ * The next line without its '\n' (its length in *len), or NULL at end of input. Fails on a
+ * read error, a line longer than r->max bytes, or input that ends inside a line.
+ */
+static inline char *ex_next_line(struct ex_line_reader *r, size_t *len) {
+  r->have = 0;
+  for (;;) {
+    while (r->pos < r->len) {
+      const char c = r->buf[r->pos++];
+      if (c == '\n') {
+        r->lineno++;
+        *len = r->have;
+        return r->line;
+      }
+      if (r->have >= r->max)
+        ex_fail("input line %ld is longer than %zu bytes", r->lineno + 1, r->max);
+      r->line[r->have++] = c;
+    }
+    ssize_t got = read(STDIN_FILENO, r->buf, r->chunk);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      ex_fail("reading stdin: %s", strerror(errno));
+    }
+    if (got == 0) {
+      if (r->have != 0)
+        ex_fail("input ends in the middle of line %ld ('%.*s')", r->lineno + 1, (int)r->have,
+                r->line);
+      return NULL;
+    }
+    r->pos = 0;
+    r->len = (size_t)got;
+  }
+}
+
 #endif /* CRKIT_EXAMPLE_PROTOCOL_H */

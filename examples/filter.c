@@ -43,37 +43,19 @@ int main(int argc, char **argv) {
   if (argc != 2) ex_usage("DELAY_US");
   const long delay_us = ex_parse_long("DELAY_US", argv[1], 0, 60000000L);
 
-  char line[MAX_LINE]; /* the current, still incomplete line */
-  size_t have = 0;     /* bytes of it in line[] */
-  long lines = 0;
-  for (;;) {
-    char chunk[READ_CHUNK];
-    ssize_t got = read(STDIN_FILENO, chunk, sizeof chunk);
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      ex_fail("reading stdin: %s", strerror(errno));
-    }
-    if (got == 0) break;
-    for (ssize_t i = 0; i < got; i++) {
-      if (chunk[i] != '\n') {
-        if (have >= MAX_LINE)
-          ex_fail("input line %ld is longer than %d bytes", lines + 1, MAX_LINE);
-        line[have++] = chunk[i];
-        continue;
-      }
-      lines++;
-      uint64_t x = parse_number(line, have, lines);
-      have = 0;
-      char out[64];
-      int n = snprintf(out, sizeof out, "%llu %llu\n", (unsigned long long)x,
-                       (unsigned long long)(x * x));
-      if (ex_write_all(STDOUT_FILENO, out, (size_t)n) != 0)
-        ex_fail("writing line %ld to stdout: %s", lines, strerror(errno));
-      ex_sleep_ns((long long)delay_us * 1000LL);
-    }
+  struct ex_line_reader in = {.chunk = READ_CHUNK, .max = MAX_LINE};
+  const char *line;
+  size_t have;
+  while ((line = ex_next_line(&in, &have)) != NULL) {
+    const long lines = in.lineno;
+    uint64_t x = parse_number(line, have, lines);
+    char out[64];
+    int n = snprintf(out, sizeof out, "%llu %llu\n", (unsigned long long)x,
+                     (unsigned long long)(x * x));
+    if (ex_write_all(STDOUT_FILENO, out, (size_t)n) != 0)
+      ex_fail("writing line %ld to stdout: %s", lines, strerror(errno));
+    ex_sleep_ns((long long)delay_us * 1000LL);
   }
-  if (have != 0)
-    ex_fail("input ends in the middle of line %ld ('%.*s')", lines + 1, (int)have, line);
-  fprintf(stderr, "filter: done, %ld lines\n", lines);
+  fprintf(stderr, "filter: done, %ld lines\n", in.lineno);
   return 0;
 }
