@@ -165,13 +165,7 @@ std::string describe_status(int st) {
   if (!released) ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   int report_fd = c.report_fd;
   // Hold nothing of cr_restart's (image file, terminal, pipes) for the job's lifetime.
-  {
-    const unsigned a = static_cast<unsigned>(std::min(report_fd, status_fd));
-    const unsigned b = static_cast<unsigned>(std::max(report_fd, status_fd));
-    if (a > 0) ::syscall(SYS_close_range, 0u, a - 1, 0u);
-    if (b > a + 1) ::syscall(SYS_close_range, a + 1, b - 1, 0u);
-    ::syscall(SYS_close_range, b + 1, ~0u, 0u);
-  }
+  close_all_fds_except({report_fd, status_fd});
   for (;;) {
     if (released && report_fd >= 0) {
       ::close(report_fd);
@@ -320,7 +314,7 @@ Status check_pids_free(const LoadedImage& img) {
     for (const auto& th : pi.threads) ids.insert(th.tid);
   CRKIT_ASSIGN(auto table, proc::read_process_table());
   for (const auto& st : table) {
-    if (st.state == 'Z' || st.state == 'X') continue;
+    if (proc::is_zombie(st)) continue;
     if (ids.count(st.pid)) return fail(clone_error(EEXIST, st.pid));
     for (pid_t g : {st.pgrp, st.session})
       if (ids.count(g))
@@ -330,7 +324,7 @@ Status check_pids_free(const LoadedImage& img) {
                                 g, g == st.pgrp ? "process group" : "session", st.pid, st.comm));
   }
   for (pid_t id : ids)  // threads are not listed in /proc
-    if (auto st = proc::read_stat(id); st && st->state != 'Z' && st->state != 'X')
+    if (auto st = proc::read_stat(id); st && !proc::is_zombie(*st))
       return fail(clone_error(EEXIST, id));
   return {};
 }
@@ -585,23 +579,32 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
   }
   for (auto& [creator, hs] : helpers_of) procs[static_cast<size_t>(creator)]->helpers = hs;
 
+  // Runs a step for every process in image order; an error names the process.
+  auto each = [&](const std::function<Status(Restoring&)>& step) -> Status {
+    for (auto& r : procs)
+      if (Status s = step(*r); !s)
+        return fail(s.error().context(process_name(static_cast<int>(r->index))));
+    return {};
+  };
   // Take every stand-in over before anything else happens.
-  for (auto& r : procs) {
-    CRKIT_TRY(seize(r->t.real_pid, r->t.vpid));
-    guard.traced(r->t.real_pid);
-  }
-  for (auto& r : procs) {
-    auto site = inject::find_syscall_site(r->t.real_pid);
-    if (!site) return fail(site.error().context(process_name(static_cast<int>(r->index))));
-    r->main.emplace(r->t.real_pid, *site);
-    r->t.site = *site;
-    r->t.main = &*r->main;
+  auto take_over = [&](Restoring& r) -> Status {
+    CRKIT_TRY(seize(r.t.real_pid, r.t.vpid));
+    guard.traced(r.t.real_pid);
+    return {};
+  };
+  CRKIT_TRY(each(take_over));
+  auto find_site = [](Restoring& r) -> Status {
+    CRKIT_ASSIGN(uint64_t site, inject::find_syscall_site(r.t.real_pid));
+    r.main.emplace(r.t.real_pid, site);
+    r.t.site = site;
+    r.t.main = &*r.main;
     // From here on EXITKILL, not the parent-death signal, ties the stand-in to us: its
     // helper parent may go now.
-    auto cleared = r->main->check("clearing the stand-in's parent-death signal", SYS_prctl,
-                                  {PR_SET_PDEATHSIG, 0});
-    if (!cleared) return fail(cleared.error().context(process_name(static_cast<int>(r->index))));
-  }
+    CRKIT_TRY(r.main->check("clearing the stand-in's parent-death signal", SYS_prctl,
+                            {PR_SET_PDEATHSIG, 0}));
+    return {};
+  };
+  CRKIT_TRY(each(find_site));
   for (pid_t h : helper_pids) ::kill(h, SIGKILL);
   if (top_helper > 0) {
     while (::waitpid(top_helper, nullptr, __WALL) < 0 && errno == EINTR) {
@@ -609,21 +612,11 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
     guard.reaped(top_helper);
   }
 
+  CRKIT_TRY(each([&](Restoring& r) { return prepare(r, img, r.index == 0); }));
   std::map<pid_t, resources::RestoreTarget*> targets;
-  for (size_t i = 0; i < n; ++i) {
-    auto& r = *procs[i];
-    if (Status s = prepare(r, img, i == 0); !s)
-      return fail(s.error().context(process_name(static_cast<int>(i))));
-    targets[r.t.vpid] = &r.t;
-  }
+  for (auto& r : procs) targets[r->t.vpid] = &r->t;
   CRKIT_TRY(resources::fill_pages(targets, reader, std::move(img.first_pages), opts.progress,
                                   img.page_bytes));
-  auto each = [&](const std::function<Status(Restoring&)>& step) -> Status {
-    for (auto& r : procs)
-      if (Status s = step(*r); !s)
-        return fail(s.error().context(process_name(static_cast<int>(r->index))));
-    return {};
-  };
   CRKIT_TRY(each(restore_state));
   CRKIT_TRY(restore_groups(procs, plan));
   CRKIT_TRY(each([&](Restoring& r) {

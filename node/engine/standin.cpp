@@ -157,9 +157,7 @@ StandinContext inherit(const StandinContext& parent) {
     }
   // Hold nothing of the image's files (a pipe end kept open here would keep a reader from
   // seeing end of file): only the channel.
-  const unsigned fd = static_cast<unsigned>(c.report_fd);
-  if (fd > 0) ::syscall(SYS_close_range, 0u, fd - 1, 0u);
-  ::syscall(SYS_close_range, fd + 1, ~0u, 0u);
+  close_all_fds_except({c.report_fd});
   send_text(c.report_fd, fmt::format("HELPER {} {}", creator, ::getpid()));
   idle(c.report_fd, -1);
 }
@@ -170,7 +168,7 @@ bool wait_until_reaped(pid_t pid) {
   for (int i = 0; i < 500; ++i) {  // up to 10 s
     auto st = proc::read_stat(pid);
     if (!st) return true;
-    if (st->state != 'Z' && st->state != 'X') return false;
+    if (!proc::is_zombie(*st)) return false;
     ::usleep(20000);
   }
   return false;
@@ -209,6 +207,18 @@ Result<pid_t> spawn_helper(const StandinContext& c, int creator,
 }
 
 }  // namespace
+
+void close_all_fds_except(std::vector<int> keep) {
+  std::sort(keep.begin(), keep.end());
+  unsigned from = 0;
+  for (int fd : keep) {
+    if (fd < 0 || static_cast<unsigned>(fd) < from) continue;
+    if (static_cast<unsigned>(fd) > from)
+      ::syscall(SYS_close_range, from, static_cast<unsigned>(fd) - 1, 0u);
+    from = static_cast<unsigned>(fd) + 1;
+  }
+  ::syscall(SYS_close_range, from, ~0u, 0u);
+}
 
 pid_t clone_with_pid(uint64_t flags, pid_t want, int exit_signal) {
   struct clone_args ca {};

@@ -72,6 +72,9 @@ Status enable_credentials(int restorer_fd);
 // Sends an error on the report channel (from a stand-in, a helper or the namespace's init).
 void report_error(int report_fd, int index, const Error& e);
 
+// Closes every descriptor of the calling process except those in keep.
+void close_all_fds_except(std::vector<int> keep);
+
 // clone3() with a chosen PID (want > 0) and exit signal; returns as fork() does.
 pid_t clone_with_pid(uint64_t flags, pid_t want, int exit_signal);
 // The error for a failed clone with a chosen PID: EBUSY naming it when it is in use.

@@ -170,7 +170,7 @@ void FrozenProcess::kill_frozen() {
   // race with its exit. Its PID stays in use until its parent reaps it.
   for (int i = 0; i < 500; ++i) {
     auto st = proc::read_stat(pid_);
-    if (!st || st->state == 'Z' || st->state == 'X') break;
+    if (!st || proc::is_zombie(*st)) break;
     ::usleep(2000);
   }
 }

@@ -59,6 +59,11 @@ struct Stat {
   int exit_code = 0;                                                // 52
 };
 Result<Stat> parse_stat(std::string_view text);
+// Exited and not yet reaped: it holds its PID but runs no more. A process whose main thread
+// exited while other threads run also shows state Z, but counts those threads: it is alive.
+inline bool is_zombie(const Stat& s) {
+  return (s.state == 'Z' || s.state == 'X') && s.num_threads <= 1;
+}
 Result<Stat> read_stat(pid_t pid);
 Result<Stat> read_task_stat(pid_t pid, pid_t tid);
 

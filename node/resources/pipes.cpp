@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -25,6 +26,15 @@ bool reads(const image::FdRecord& r) {
 bool writes(const image::FdRecord& r) {
   return (r.flags & O_ACCMODE) != O_RDONLY;
 }
+// Pipes in packet mode: one of their descriptors has O_DIRECT (the writers' flag makes the
+// packets; a reader's just came with the pipe).
+std::set<Inode> packet_mode_pipes(std::span<const image::FdRecord> fds) {
+  std::set<Inode> out;
+  for (const auto& r : fds)
+    if (r.flags & O_DIRECT) out.insert({r.id.dev, r.id.ino});
+  return out;
+}
+
 bool is_pipe_like(const image::FdRecord& r) {
   return r.kind == image::FdKind::ExternalPipe || r.kind == image::FdKind::Pipe ||
          r.kind == image::FdKind::Fifo;
@@ -110,6 +120,7 @@ Result<Captured> capture(const image::FdRecord& r, bool packet_mode) {
 }  // namespace
 
 Status classify_pipes(FilesDump& out, uint32_t* next_content) {
+  const std::set<Inode> packet_pipes = packet_mode_pipes(out.fds);
   std::map<Inode, std::vector<size_t>> by_inode;
   for (size_t i = 0; i < out.fds.size(); ++i)
     if (is_pipe_like(out.fds[i])) by_inode[{out.fds[i].id.dev, out.fds[i].id.ino}].push_back(i);
@@ -120,8 +131,7 @@ Status classify_pipes(FilesDump& out, uint32_t* next_content) {
       writer |= writes(out.fds[i]);
     }
     const image::FdRecord& first = out.fds[recs.front()];
-    bool packet_mode = false;
-    for (size_t i : recs) packet_mode |= (out.fds[i].flags & O_DIRECT) != 0;
+    const bool packet_mode = packet_pipes.count(inode) != 0;
     bool internal = reader && writer;
     // One end only: the pipe is still internal if the other end is closed everywhere.
     if (!internal) internal = other_end_closed(first.pid, first.fd, reader);
@@ -230,16 +240,14 @@ Status open_pipes(std::span<const image::FdRecord> fds, const FileContents& cont
     bool rd_used = false, wr_used = false;
   };
   std::map<Inode, Made> made;
+  const std::set<Inode> packet_pipes = packet_mode_pipes(fds);
   for (const auto& r : fds) {
     if (r.kind != image::FdKind::Pipe && r.kind != image::FdKind::Fifo) continue;
     if (!r.file_id || by_file_id->count(r.file_id)) continue;
     auto [it, fresh] = made.try_emplace(Inode{r.id.dev, r.id.ino});
     Made& m = it->second;
     if (fresh) {
-      // Packet mode is the writers' O_DIRECT flag; the data came in packets then.
-      bool packet_mode = false;
-      for (const auto& o : fds)
-        if (o.id.dev == r.id.dev && o.id.ino == r.id.ino) packet_mode |= (o.flags & O_DIRECT) != 0;
+      const bool packet_mode = packet_pipes.count(it->first) != 0;  // the data came in packets
       if (r.kind == image::FdKind::Pipe) {
         int p[2];
         if (::pipe2(p, O_CLOEXEC) < 0)

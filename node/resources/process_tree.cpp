@@ -24,12 +24,6 @@ const char* scope_name(Scope s) {
 
 namespace {
 
-// Exited, not yet reaped. A process whose main thread exited while other threads run also
-// shows Z, but counts them: it is alive.
-bool is_zombie(const proc::Stat& s) {
-  return (s.state == 'Z' || s.state == 'X') && s.num_threads <= 1;
-}
-
 bool elder(const proc::Stat* a, const proc::Stat* b) {
   return a->start_time != b->start_time ? a->start_time < b->start_time : a->pid < b->pid;
 }
@@ -54,7 +48,7 @@ Result<ScopeMembers> resolve_scope(std::span<const proc::Stat> table, Scope scop
     case Scope::Tree: {
       auto it = by_pid.find(id);
       if (it == by_pid.end()) return fail(ESRCH, fmt::format("process {} does not exist", id));
-      if (is_zombie(*it->second))
+      if (proc::is_zombie(*it->second))
         return fail(ESRCH, fmt::format("process {} is a zombie (it has exited; its parent has not "
                                        "reaped it yet)",
                                        id));
@@ -67,7 +61,7 @@ Result<ScopeMembers> resolve_scope(std::span<const proc::Stat> table, Scope scop
         todo.pop_back();
         for (const proc::Stat* c : children[p]) {
           if (c->pid == self) continue;
-          if (is_zombie(*c)) {
+          if (proc::is_zombie(*c)) {
             out.zombies.push_back(*c);
             continue;
           }
@@ -80,7 +74,7 @@ Result<ScopeMembers> resolve_scope(std::span<const proc::Stat> table, Scope scop
     case Scope::Sess: {
       for (const auto& st : table) {
         if ((scope == Scope::Pgrp ? st.pgrp : st.session) != id || st.pid == self) continue;
-        if (is_zombie(st))
+        if (proc::is_zombie(st))
           out.zombies.push_back(st);
         else
           members.insert(st.pid);

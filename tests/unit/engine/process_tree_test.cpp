@@ -42,6 +42,16 @@ TEST(ResolveScope, TreeIsDepthFirstEldestChildFirstWithoutZombies) {
   EXPECT_EQ(r->zombies[0].pid, 304);
 }
 
+TEST(ResolveScope, AZombieMainThreadWithLiveThreadsIsAMember) {
+  auto t = table();
+  for (auto& st : t)
+    if (st.pid == 304) st.num_threads = 2;  // its main thread exited, another one runs
+  auto r = resolve_scope(t, Scope::Tree, 300, 500);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->pids, (std::vector<pid_t>{300, 301, 302, 303, 304}));
+  EXPECT_TRUE(r->zombies.empty());
+}
+
 TEST(ResolveScope, ProcIsTheProcessAlone) {
   auto t = table();
   auto r = resolve_scope(t, Scope::Proc, 302, 500);
