@@ -6,11 +6,13 @@
 
 #include <algorithm>
 #include <ctime>
+#include <set>
 
 #include <fmt/format.h>
 
 #include "common/log.hpp"
 #include "engine/remote_scratch.hpp"
+#include "libcr/control_block.h"
 #include "proc/proc.hpp"
 #include "resources/files.hpp"
 #include "resources/process.hpp"
@@ -38,18 +40,41 @@ struct FrozenScope {
   std::vector<proc::Stat> zombies;
 };
 
+struct Request {
+  Scope scope;
+  pid_t id;
+  std::vector<std::pair<Scope, pid_t>> forwarded;
+  std::set<pid_t> omitted;
+};
+
 // Freezes every member of the request. A member that was not frozen yet may fork, so the
 // process table is read again until a pass finds no new member; frozen processes cannot
 // fork, so this ends.
-Result<FrozenScope> freeze_scope(Scope scope, pid_t id, const std::function<bool()>& keep_going) {
+// The members of the request plus what libcr callbacks forwarded, minus what they omitted.
+Result<resources::ScopeMembers> members_of(const Request& r) {
+  CRKIT_ASSIGN(auto table, proc::read_process_table());
+  CRKIT_ASSIGN(auto members, resources::resolve_scope(table, r.scope, r.id, ::getpid()));
+  for (const auto& [s, p] : r.forwarded) {
+    auto more = resources::resolve_scope(table, s, p, ::getpid());
+    if (!more) continue;  // gone meanwhile
+    for (pid_t q : more->pids)
+      if (std::find(members.pids.begin(), members.pids.end(), q) == members.pids.end())
+        members.pids.push_back(q);
+  }
+  std::erase_if(members.pids, [&](pid_t q) { return r.omitted.count(q) > 0; });
+  return members;
+}
+
+Result<FrozenScope> freeze_scope(const Request& r, const std::function<bool()>& keep_going) {
+  const Scope scope = r.scope;
+  const pid_t id = r.id;
   FrozenScope out;
   for (int pass = 0;; ++pass) {
     if (pass == 1000)
       return fail(EAGAIN, fmt::format("{} {} keeps creating processes faster than they can be "
                                       "frozen",
                                       resources::scope_name(scope), id));
-    CRKIT_ASSIGN(auto table, proc::read_process_table());
-    CRKIT_ASSIGN(auto members, resources::resolve_scope(table, scope, id, ::getpid()));
+    CRKIT_ASSIGN(auto members, members_of(r));
     bool changed = false;
     for (pid_t p : members.pids) {
       if (out.tree.contains(p)) continue;
@@ -144,12 +169,95 @@ Status check_request(Scope scope, pid_t id) {
   return {};
 }
 
+namespace {
+
+Result<Checkpoint> dump_request(const Request& r, image::ImageWriter& w,
+                                const resources::ProgressFn& progress,
+                                const std::function<bool()>& keep_going,
+                                const resources::LibcrSession& session,
+                                const CheckpointOptions& opts);
+
+// Asks the libcr processes of the request (and of what their callbacks forward) to get ready.
+// On error the session tells every process that waits that the checkpoint failed.
+Status run_callbacks(Request& r, resources::LibcrSession& session, const CheckpointOptions& opts,
+                     const std::function<bool()>& keep_going) {
+  resources::LibcrRequest req = opts.request;
+  if (!req.requester) req.requester = ::getpid();
+  req.target = r.id;
+  req.scope = r.scope;
+  bool told_requested = false;
+  for (int round = 0; round < 64; ++round) {
+    CRKIT_ASSIGN(auto members, members_of(r));
+    size_t before = r.forwarded.size();
+    for (pid_t p : members.pids) CRKIT_TRY(session.ask(p, req));
+    if (!told_requested) {
+      if (opts.on_requested) opts.on_requested(session.seq_of(req.requester));
+      told_requested = true;
+    }
+    CRKIT_ASSIGN(auto replies, session.wait_replies(opts.deadline, keep_going));
+    r.omitted.insert(replies.omitted.begin(), replies.omitted.end());
+    if (replies.perm_fail) {
+      for (pid_t p : members.pids) ::kill(p, SIGKILL);  // "checkpoint cancelled and job killed"
+      return fail(replies.perm_fail,
+                  fmt::format("a checkpoint callback failed permanently (code {}): the "
+                              "checkpoint was cancelled and the processes killed",
+                              replies.perm_fail));
+    }
+    if (replies.temp_fail)
+      return fail(replies.temp_fail,
+                  fmt::format("a checkpoint callback cancelled the checkpoint (code {})",
+                              replies.temp_fail));
+    for (const auto& f : replies.forwarded)
+      if (std::find(r.forwarded.begin(), r.forwarded.end(), f) == r.forwarded.end())
+        r.forwarded.push_back(f);
+    if (r.forwarded.size() == before) return {};
+  }
+  return fail(EINVAL, "checkpoint callbacks kept forwarding the request to more processes");
+}
+
+}  // namespace
+
 Result<Checkpoint> checkpoint(Scope scope, pid_t id, image::ImageWriter& w,
-                              const resources::ProgressFn& progress) {
+                              const resources::ProgressFn& progress,
+                              const CheckpointOptions& opts) {
   // The progress callback doubles as the cancellation check while threads are stopping.
   std::function<bool()> keep_going;
   if (progress) keep_going = [&progress]() { return progress(0, 0); };
-  CRKIT_ASSIGN(FrozenScope frozen, freeze_scope(scope, id, keep_going));
+  Request r{scope, id, {}, {}};
+  resources::LibcrSession session;
+  auto failed = [&](const Error& e) {
+    session.finish(libcr::kOutcomeFailed, e.code, opts.deadline);
+    return e;
+  };
+  if (Status ok = run_callbacks(r, session, opts, keep_going); !ok) return fail(failed(ok.error()));
+  if (auto m = members_of(r); !m || m->pids.empty()) {
+    if (!r.omitted.empty())
+      return fail(
+          failed(Error{ESRCH, fmt::format("no processes checkpointed: all {} of {} {} "
+                                          "were omitted by libcr",
+                                          r.omitted.size(), resources::scope_name(scope), id)}));
+    if (!m) return fail(failed(m.error()));
+  }
+  auto body = [&]() -> Result<Checkpoint> {
+    return dump_request(r, w, progress, keep_going, session, opts);
+  };
+  auto c = body();
+  if (!c) return fail(failed(c.error()));
+  c->libcr = std::move(session);
+  c->omitted.assign(r.omitted.begin(), r.omitted.end());
+  return c;
+}
+
+namespace {
+
+Result<Checkpoint> dump_request(const Request& r, image::ImageWriter& w,
+                                const resources::ProgressFn& progress,
+                                const std::function<bool()>& keep_going,
+                                const resources::LibcrSession& session,
+                                const CheckpointOptions& opts) {
+  const Scope scope = r.scope;
+  const pid_t id = r.id;
+  CRKIT_ASSIGN(FrozenScope frozen, freeze_scope(r, keep_going));
   // From here on, returning an error destroys `frozen`, which releases every process.
   for (const auto& z : frozen.zombies)
     log::warn(
@@ -165,7 +273,11 @@ Result<Checkpoint> checkpoint(Scope scope, pid_t id, image::ImageWriter& w,
     dumps.push_back(std::move(*d));
   }
   const std::vector<pid_t> pids = frozen.tree.pids();
-  CRKIT_ASSIGN(auto files, resources::dump_files(pids));
+  resources::SkipFds skip;
+  skip.image_file = opts.image_file;
+  for (pid_t p : pids)
+    if (auto priv = session.private_fds(p); !priv.empty()) skip.by_pid[p] = std::move(priv);
+  CRKIT_ASSIGN(auto files, resources::dump_files(pids, skip));
 
   CRKIT_TRY(w.write_file_header());
   CRKIT_TRY(w.write(image_info(scope, id, dumps)));
@@ -199,5 +311,7 @@ Result<Checkpoint> checkpoint(Scope scope, pid_t id, image::ImageWriter& w,
   for (const auto& z : frozen.zombies) c.zombies.push_back(z.pid);
   return c;
 }
+
+}  // namespace
 
 }  // namespace crkit::engine

@@ -11,6 +11,7 @@
 #include "common/result.hpp"
 #include "image/image_file.hpp"
 #include "inject/freezer.hpp"
+#include "resources/libcr_peer.hpp"
 #include "resources/memory.hpp"
 #include "resources/process_tree.hpp"
 
@@ -33,6 +34,20 @@ struct Checkpoint {
   inject::FrozenTree frozen;  // still frozen: the caller applies the after-dump policy
   CheckpointStats stats;
   std::vector<pid_t> zombies;  // skipped (exited, not yet reaped)
+  std::vector<pid_t> omitted;  // left out by libcr (callbacks or libcr_omit)
+  // The libcr processes, waiting in cr_checkpoint(): the caller tells them the outcome once
+  // the image is in place (destroying it tells them the checkpoint failed).
+  resources::LibcrSession libcr;
+};
+
+struct CheckpointOptions {
+  resources::LibcrRequest request;  // what cr_get_checkpoint_info() shows
+  resources::Deadline deadline;     // for the callbacks (-t/--time)
+  // Called once every libcr process has its request, with the request's number in the
+  // block of `request.requester` (0 if it was not asked): libcr's self-requests wait for it.
+  std::function<void(uint32_t)> on_requested;
+  // The image file (its identity): a target's descriptors of it are not saved.
+  std::optional<image::FileIdentity> image_file;
 };
 
 // Checks a request before anything is created or frozen: the processes exist and the caller
@@ -43,7 +58,11 @@ Status check_request(Scope scope, pid_t id);
 // frozen before any is dumped. On error every process has been released untouched.
 // Fails with ESRCH (nothing to checkpoint), EPERM (a process the caller may not trace),
 // CR_EPTRACED (traced by someone else) and the errno of any failing step.
+// libcr processes run their callbacks first (see libcr_peer.hpp): ESRCH when all were
+// omitted, CR_ETEMPFAIL/CR_EPERMFAIL (or a callback's code) when one cancelled; after a
+// permanent failure every process of the request has been killed.
 Result<Checkpoint> checkpoint(Scope scope, pid_t id, image::ImageWriter& w,
-                              const resources::ProgressFn& progress);
+                              const resources::ProgressFn& progress,
+                              const CheckpointOptions& opts = {});
 
 }  // namespace crkit::engine

@@ -36,6 +36,7 @@
 #include "inject/remote_syscall.hpp"
 #include "proc/proc.hpp"
 #include "resources/files.hpp"
+#include "resources/libcr_peer.hpp"
 #include "resources/process.hpp"
 #include "resources/process_tree.hpp"
 #include "resources/threads.hpp"
@@ -488,6 +489,7 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
   ctx.paths = &paths;
   ctx.report_fd = standins.get();
   ctx.restorer_fd = restorer.get();
+  ctx.root_as_sibling = opts.as_sibling && !use_pidns;
 
   RestartGuard guard(&restorer);
   Restarted out;
@@ -501,7 +503,8 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
     if (::pipe2(pp, O_CLOEXEC) < 0) return fail_errno("creating the status channel");
     status_r.reset(pp[0]);
     status_w.reset(pp[1]);
-    pid_t init = clone_with_pid(CLONE_NEWPID, 0, SIGCHLD);
+    pid_t init = opts.as_sibling ? clone_with_pid(CLONE_NEWPID | CLONE_PARENT, 0, 0)
+                                 : clone_with_pid(CLONE_NEWPID, 0, SIGCHLD);
     if (init < 0) return fail_errno("creating a PID namespace for the restart");
     if (init == 0) {
       status_r.reset();
@@ -544,7 +547,14 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
       // Our own children are ours to watch; the stand-ins watch theirs.
       for (pid_t c : std::set<pid_t>(guard.children())) {
         int st = 0;
-        if (::waitpid(c, &st, WNOHANG | __WALL) == c) {
+        pid_t w = ::waitpid(c, &st, WNOHANG | __WALL);
+        if (w < 0 && errno == ECHILD) {  // our parent's child (as_sibling): look at it
+          auto ps = proc::read_stat(c);
+          if (ps && !proc::is_zombie(*ps)) continue;
+          return fail(EIO,
+                      fmt::format("{}: process {} died", process_name(c == out.child ? 0 : -1), c));
+        }
+        if (w == c) {
           guard.reaped(c);
           return fail(
               EIO, fmt::format("{}: process {} died: {}", process_name(c == out.child ? 0 : -1), c,
@@ -629,6 +639,11 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
   CRKIT_TRY(
       each([](Restoring& r) { return resources::truncate_written_files(r.t, r.img->fds, false); }));
   CRKIT_TRY(each(restore_registers));
+  // libcr processes learn that they are restarted copies before they run again.
+  const pid_t requester = opts.requester > 0 ? opts.requester : ::getpid();
+  CRKIT_TRY(each([&](Restoring& r) {
+    return resources::mark_restarted(r.t.real_pid, r.img->vmas, requester, opts.source);
+  }));
 
   // A process that was stopped stops again as soon as it is let go: SIGSTOP is queued while
   // it is still held.

@@ -24,6 +24,12 @@ struct RestartOptions {
   // Polled while the restart waits for its stand-ins: a signal number cancels the restart
   // (everything made so far is killed; EINTR).
   std::function<int()> cancel_signal;
+  // libcr: cr_get_restart_info() in the restored processes shows these.
+  pid_t requester = 0;  // 0: this process
+  std::string source;   // the context file's path
+  // cr_request_restart(): the root (or the PID namespace's init) is made with CLONE_PARENT,
+  // a child of our parent, the requester.
+  bool as_sibling = false;
 };
 
 struct Restarted {

@@ -176,9 +176,13 @@ bool wait_until_reaped(pid_t pid) {
 
 Result<pid_t> spawn_standin(const StandinContext& c, size_t index) {
   const image::ProcessRecord& p = c.img->procs[index].process;
-  pid_t pid = clone_with_pid(0, p.pid, exit_signal_of(p));
+  // CLONE_PARENT takes the exit signal from the creator (it must be 0 here).
+  const bool sibling = index == 0 && c.root_as_sibling;
+  const uint64_t flags = sibling ? CLONE_PARENT : 0;
+  const int exit_signal = sibling ? 0 : exit_signal_of(p);
+  pid_t pid = clone_with_pid(flags, p.pid, exit_signal);
   if (pid < 0 && errno == EEXIST && wait_until_reaped(p.pid))
-    pid = clone_with_pid(0, p.pid, exit_signal_of(p));
+    pid = clone_with_pid(flags, p.pid, exit_signal);
   if (pid < 0) return fail(clone_error(errno, p.pid));
   if (pid == 0) run_standin(c, index);
   return pid;

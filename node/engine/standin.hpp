@@ -42,6 +42,7 @@ struct StandinContext {
   const resources::RestoreTarget* paths = nullptr;  // relocation of saved paths
   int report_fd = -1;                               // the stand-ins' end of the report channel
   int restorer_fd = -1;                             // cr_restart's end: closed in every stand-in
+  bool root_as_sibling = false;  // the root is made with CLONE_PARENT (cr_request_restart)
 };
 
 // Runs in the process that creates the top of the tree (cr_restart, or the init of a new

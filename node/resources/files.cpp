@@ -133,12 +133,23 @@ void assign_file_ids(std::vector<image::FdRecord>& fds) {
 
 }  // namespace
 
-Result<FilesDump> dump_files(std::span<const pid_t> pids) {
+Result<FilesDump> dump_files(std::span<const pid_t> pids, const SkipFds& skip) {
   FilesDump out;
   uint32_t next_content = 1;
   for (pid_t pid : pids) {
     CRKIT_ASSIGN(auto fds, proc::list_fds(pid));
+    auto own = skip.by_pid.find(pid);
     for (int fd : fds) {
+      if (own != skip.by_pid.end() && own->second.count(fd)) continue;
+      if (skip.image_file) {
+        struct stat st {};
+        if (::stat(fmt::format("/proc/{}/fd/{}", pid, fd).c_str(), &st) == 0 &&
+            file_identity(st).dev == skip.image_file->dev &&
+            file_identity(st).ino == skip.image_file->ino) {
+          log::info("process {}: fd {} is the image being written: not saved", pid, fd);
+          continue;
+        }
+      }
       CRKIT_ASSIGN(auto r, describe_fd(pid, fd, out, &next_content));
       if (r) out.fds.push_back(std::move(*r));
     }

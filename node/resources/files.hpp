@@ -15,6 +15,8 @@
 
 #include <functional>
 #include <map>
+#include <optional>
+#include <set>
 #include <span>
 #include <utility>
 #include <vector>
@@ -37,9 +39,16 @@ struct FilesDump {
   std::map<uint32_t, std::vector<uint64_t>> pipe_packets;
 };
 
+// Descriptors a checkpoint leaves out: libcr's own (by process), and any descriptor of the
+// image file being written (restoring it would truncate the image back).
+struct SkipFds {
+  std::map<pid_t, std::set<int>> by_pid;
+  std::optional<image::FileIdentity> image_file;
+};
+
 // The descriptors of all (frozen) processes. Fails with EBADF naming the process, the fd and
 // its kind for descriptors that cannot be saved.
-Result<FilesDump> dump_files(std::span<const pid_t> pids);
+Result<FilesDump> dump_files(std::span<const pid_t> pids, const SkipFds& skip = {});
 Status write_file_contents(const FilesDump& files, image::ImageWriter& w);
 
 // Contents of unlinked files and of pipes read from the image, by content_id: the bytes and

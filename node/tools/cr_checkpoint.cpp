@@ -18,6 +18,7 @@
 #include "common/unique_fd.hpp"
 #include "engine/checkpoint.hpp"
 #include "image/image_file.hpp"
+#include "libcr/control_block.h"
 #include "tools/progress.hpp"
 #include "tools/signal_policy.hpp"
 
@@ -46,7 +47,15 @@ struct Options {
   bool json = false;
   unsigned timeout = 0;
   bool ptraced_skip = false;
+  // Started by libcr's cr_request_checkpoint(): the pid to name as requester, and where to
+  // report (node/libcr/requests.cpp: "STARTED seq", then "RESULT code value" + messages).
+  pid_t libcr_requester = 0;
+  int libcr_report = -1;
 };
+
+void report_line(const Options& o, const std::string& line) {
+  if (o.libcr_report >= 0) (void)!::write(o.libcr_report, line.data(), line.size());
+}
 
 void usage(FILE* f) {
   std::fprintf(f,
@@ -102,7 +111,9 @@ enum LongOnly {
   kKmsgError,
   kKmsgWarning,
   kVersion,
-  kJson
+  kJson,
+  kLibcrReport,
+  kLibcrRequester
 };
 
 [[noreturn]] void usage_error(bool quiet, const std::string& msg) {
@@ -162,6 +173,8 @@ Options parse(int argc, char** argv) {
       {"kmsg-warning", no_argument, nullptr, kKmsgWarning},
       {"time", required_argument, nullptr, 't'},
       {"json", no_argument, nullptr, kJson},
+      {"libcr-report", required_argument, nullptr, kLibcrReport},
+      {"libcr-requester", required_argument, nullptr, kLibcrRequester},
       {nullptr, 0, nullptr, 0}};
   int c;
   opterr = 0;
@@ -268,6 +281,12 @@ Options parse(int argc, char** argv) {
       }
       case kJson:
         o.json = true;
+        break;
+      case kLibcrReport:
+        o.libcr_report = std::atoi(optarg);
+        break;
+      case kLibcrRequester:
+        o.libcr_requester = static_cast<pid_t>(std::atoi(optarg));
         break;
       default:
         if (int sig = crkit::tools::signal_of_option(c); sig >= 0) {
@@ -503,10 +522,33 @@ std::string signal_name(int sig) {
   return fmt::format("signal {}", sig);
 }
 
-int fail_exit(const Error& e) {
+int fail_exit(const Options& o, const Error& e) {
   crkit::log::error("checkpoint failed: {}", e.message);
+  report_line(o, fmt::format("RESULT {} 0\ncheckpoint failed: {}\n", e.code, e.message));
   int code = crkit::exit_code_of(e.code);
   return code ? code : 1;
+}
+
+// cr_get_checkpoint_info()->dest: the canonical path the image will have.
+std::string canonical_dest(const Destination& d) {
+  std::string path = d.final_path();
+  if (path.empty()) {  // -F: the file behind the descriptor, if it is one
+    struct stat st {};
+    if (::fstat(d.fd(), &st) < 0 || !S_ISREG(st.st_mode)) return "";
+    path = fmt::format("/proc/self/fd/{}", d.fd());
+    char* real = ::realpath(path.c_str(), nullptr);
+    std::string out = real && real[0] == '/' ? real : "";
+    std::free(real);
+    return out;
+  }
+  auto slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+  std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  char* real = ::realpath(dir.c_str(), nullptr);
+  if (!real) return path;
+  std::string out = std::string(real) + (std::string(real) == "/" ? "" : "/") + base;
+  std::free(real);
+  return out;
 }
 
 // The checkpoint proper. Every way out of here has released (or, for --kill, killed) the target
@@ -518,15 +560,17 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
       "{} {}",
       o.scope == crkit::engine::Scope::Tree ? "process" : crkit::resources::scope_name(o.scope),
       o.id);
-  if (Status ok = crkit::engine::check_request(o.scope, o.id); !ok) return fail_exit(ok.error());
+  if (Status ok = crkit::engine::check_request(o.scope, o.id); !ok) return fail_exit(o, ok.error());
   auto dest = Destination::open(o);
-  if (!dest) return fail_exit(dest.error());
+  if (!dest) return fail_exit(o, dest.error());
 
   // A signal before the image is complete and has its final name cancels the checkpoint: the
   // target is released untouched and the partial file removed.
   auto cancelled_by = [&](int sig) {
     crkit::log::error("checkpoint of {} cancelled by {}; the processes were left running", what,
                       signal_name(sig));
+    report_line(o,
+                fmt::format("RESULT {} 0\ncheckpoint cancelled by {}\n", EINTR, signal_name(sig)));
     return 128 + sig;
   };
   if (int sig = term.pending()) {  // before anything is frozen
@@ -537,10 +581,22 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
   crkit::image::ImageWriter writer(dest->fd(), dest->name());
   crkit::tools::Progress progress(
       ::isatty(2) && crkit::log::threshold() >= crkit::log::Level::Normal, "cr_checkpoint");
-  auto ck = crkit::engine::checkpoint(o.scope, o.id, writer, [&](uint64_t d, uint64_t t) {
-    progress(d, t);
-    return g_timed_out == 0 && term.pending() == 0;
-  });
+  crkit::engine::CheckpointOptions copts;
+  copts.request.requester = o.libcr_requester > 0 ? o.libcr_requester : ::getpid();
+  copts.request.signal = o.signal;
+  copts.request.dest = canonical_dest(*dest);
+  if (o.timeout) copts.deadline = t0 + std::chrono::seconds(o.timeout);
+  copts.on_requested = [&](uint32_t seq) { report_line(o, fmt::format("STARTED {}\n", seq)); };
+  if (struct stat st{}; ::fstat(dest->fd(), &st) == 0 && S_ISREG(st.st_mode))
+    copts.image_file = crkit::image::FileIdentity{static_cast<uint64_t>(st.st_dev),
+                                                  static_cast<uint64_t>(st.st_ino)};
+  auto ck = crkit::engine::checkpoint(
+      o.scope, o.id, writer,
+      [&](uint64_t d, uint64_t t) {
+        progress(d, t);
+        return g_timed_out == 0 && term.pending() == 0;
+      },
+      copts);
   // The progress callback runs only between chunks of memory: look again now.
   if (int sig = term.pending()) {
     if (ck) ck->frozen.release();  // on error the engine has released it already
@@ -550,14 +606,15 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
   if (ck && g_timed_out) {
     dest->abandon();
     ck->frozen.release();
-    return fail_exit(Error{ETIMEDOUT, fmt::format("checkpoint of {} exceeded the time limit of {}s",
-                                                  what, o.timeout)});
+    return fail_exit(
+        o, Error{ETIMEDOUT,
+                 fmt::format("checkpoint of {} exceeded the time limit of {}s", what, o.timeout)});
   }
   if (!ck) {
     dest->abandon();
     if (o.ptraced_skip && ck.error().code == crkit::kCrEPtraced)
-      return fail_exit(Error{ESRCH, "no processes checkpointed: " + ck.error().message});
-    return fail_exit(ck.error());
+      return fail_exit(o, Error{ESRCH, "no processes checkpointed: " + ck.error().message});
+    return fail_exit(o, ck.error());
   }
   Status committed = dest->sync_data(o.sync);
   if (int sig = term.pending()) {  // fsync of a large image takes a while
@@ -569,6 +626,7 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
   if (!committed) {
     dest->abandon();
     return fail_exit(
+        o,
         committed.error());  // ck goes out of scope: the targets are released untouched
   }
   auto t_dumped = std::chrono::steady_clock::now();
@@ -577,6 +635,8 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
     ck->frozen.kill_frozen();
   } else {
     ck->frozen.release();
+    // libcr processes continue: their callbacks finish before the signal comes.
+    ck->libcr.finish(crkit::libcr::kOutcomeContinue, 0, copts.deadline);
     if (o.signal)  // BLCR: to every process of the checkpoint
       for (pid_t p : pids) ::kill(p, o.signal);
   }
@@ -594,6 +654,7 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
       "{}: {} bytes in {:.3f}s",
       what, ck->stats.processes, ck->stats.threads, ck->stats.pages_written,
       ck->stats.zero_pages_skipped, ck->stats.fds, dest->name(), ck->stats.image_bytes, total);
+  report_line(o, fmt::format("RESULT 0 0\ncheckpointed {} into {}\n", what, file));
   if (o.json) {
     nlohmann::json j = {{"pid", o.id},
                         {"scope", crkit::resources::scope_name(o.scope)},
@@ -602,6 +663,7 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
                         {"processes", ck->stats.processes},
                         {"pids", pids},
                         {"zombies_skipped", ck->zombies},
+                        {"omitted", ck->omitted},
                         {"threads", ck->stats.threads},
                         {"pages_written", ck->stats.pages_written},
                         {"zero_pages_skipped", ck->stats.zero_pages_skipped},

@@ -38,7 +38,18 @@ struct Options {
   int signal = 0;
   crkit::engine::RestartOptions restart;
   Hooks hooks;
+  // Started by libcr's cr_request_restart(): report there, make the restored processes the
+  // requester's children, do not wait for them.
+  int libcr_report = -1;
 };
+
+// libcr's helper protocol (node/libcr/requests.cpp): one RESULT line, then the messages.
+void report_result(const Options& o, int code, long value, const std::string& message) {
+  if (o.libcr_report < 0) return;
+  std::string s =
+      fmt::format("RESULT {} {}\n{}{}", code, value, message, message.empty() ? "" : "\n");
+  (void)!::write(o.libcr_report, s.data(), s.size());
+}
 
 void usage(FILE* f) {
   std::fprintf(
@@ -88,7 +99,10 @@ enum LongOnly {
   kKmsgNone,
   kKmsgError,
   kKmsgWarning,
-  kVerbose
+  kVerbose,
+  kLibcrReport,
+  kLibcrRequester,
+  kLibcrSibling
 };
 
 int run_hook(const std::string& cmd) {
@@ -170,6 +184,9 @@ Options parse(int argc, char** argv) {
       {"kmsg-none", no_argument, nullptr, kKmsgNone},
       {"kmsg-error", no_argument, nullptr, kKmsgError},
       {"kmsg-warning", no_argument, nullptr, kKmsgWarning},
+      {"libcr-report", required_argument, nullptr, kLibcrReport},
+      {"libcr-requester", required_argument, nullptr, kLibcrRequester},
+      {"libcr-sibling", no_argument, nullptr, kLibcrSibling},
       {nullptr, 0, nullptr, 0}};
   // Hooks must be known before any argument error is reported.
   for (int i = 1; i < argc; ++i) {
@@ -278,6 +295,15 @@ Options parse(int argc, char** argv) {
       case kKmsgError:
       case kKmsgWarning:
         break;
+      case kLibcrReport:
+        o.libcr_report = std::atoi(optarg);
+        break;
+      case kLibcrRequester:
+        o.restart.requester = static_cast<pid_t>(std::atoi(optarg));
+        break;
+      case kLibcrSibling:
+        o.restart.as_sibling = true;
+        break;
       default:
         if (int sig = crkit::tools::signal_of_option(c); sig >= 0) {
           o.signal = sig;  // --run/--stop/--term/--abort/--kill/--cont: last one wins
@@ -298,6 +324,7 @@ Options parse(int argc, char** argv) {
 
 int failure_exit(const Options& o, const crkit::Error& e) {
   crkit::log::error("Restart failed: {}", e.message);
+  report_result(o, e.code, 0, "Restart failed: " + e.message);
   int code = crkit::exit_code_of(e.code);
   if (!code) code = 1;
   const std::string* hook = &o.hooks.fail_perm;
@@ -413,6 +440,11 @@ int main(int argc, char** argv) {
       return h ? h : EISDIR;
     }
   }
+  // cr_get_restart_info()->src: the context file's canonical path.
+  if (auto link = ::realpath(fmt::format("/proc/self/fd/{}", fd).c_str(), nullptr)) {
+    if (link[0] == '/') o.restart.source = link;
+    std::free(link);
+  }
   crkit::tools::Progress progress(
       ::isatty(2) && crkit::log::threshold() >= crkit::log::Level::Normal, "cr_restart");
   o.restart.progress = [&](uint64_t d, uint64_t t) {
@@ -447,6 +479,13 @@ int main(int argc, char** argv) {
     return failure_exit(o, r.error());
   }
   owned.reset();
+  if (o.restart.as_sibling) {
+    // The restored root is the requester's child now; it waits for it, not we.
+    if (o.signal)
+      for (pid_t p : r->all) ::kill(p, o.signal);
+    report_result(o, 0, r->child, "");
+    return 0;
+  }
   crkit::log::info(
       "restarted process {}{}{}", r->original_pid,
       r->all.size() > 1 ? fmt::format(" and {} more", r->all.size() - 1) : "",

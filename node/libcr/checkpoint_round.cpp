@@ -1,0 +1,389 @@
+// One checkpoint request inside the process ("round"): CR_SIGNUM brings it; once no critical
+// section is held, thread-context callbacks run on libcr's callback thread until each reaches
+// cr_checkpoint(); then every cr_init() thread runs its signal-context callbacks in its signal
+// handler, last registered first; when all have arrived the process replies to the requester
+// through the control block and waits for the outcome (continue, restarted, failed); the
+// callbacks return and the round ends. Everything here is async-signal-safe.
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "libcr/core.hpp"
+
+namespace crkit::libcr {
+namespace {
+
+constexpr long kLivenessCheckMs = 1000;
+
+int hold_of(const ThreadRec* rec) {
+  if (!rec) return g.hold_uninit;
+  return rec->hold == CR_HOLD_DFLT ? g.hold_init : rec->hold;
+}
+
+// The requester that holds the block is gone (killed): no outcome will come.
+bool requester_gone() {
+  pid_t p = load(&g.cb->claim_pid);
+  if (p <= 0) return true;
+  return ::syscall(SYS_kill, p, 0) < 0 && errno == ESRCH;
+}
+
+void merge_flags(int flags) {
+  int abort = flags & CR_CHECKPOINT_ABORT_MASK;
+  if (!abort) return;
+  __atomic_fetch_or(&g.round.flags, abort, __ATOMIC_ACQ_REL);
+  int code = (flags >> 16) & 0xffff;
+  if (code && (abort & (CR_CHECKPOINT_TEMP_FAILURE | CR_CHECKPOINT_PERM_FAILURE)))
+    cas(&g.round.code, 0, code);
+}
+
+void reply(uint32_t seq) {
+  ControlBlock* cb = g.cb;
+  int f = load(&g.round.flags);
+  int32_t code = kReplyReady;
+  if (f & CR_CHECKPOINT_PERM_FAILURE)
+    code = kReplyPermFail;
+  else if (f & CR_CHECKPOINT_TEMP_FAILURE)
+    code = kReplyTempFail;
+  else if (f & CR_CHECKPOINT_OMIT)
+    code = kReplyOmit;
+  cb->reply_code = code;
+  cb->reply_value = load(&g.round.code);
+  store(&cb->reply_seq, seq);
+  futex_wake(&cb->reply_seq, true);
+}
+
+// After a restart: this process's pid and thread ids may be new ones.
+void refresh_after_restart() {
+  g.pid = sys_getpid();
+  g.cb->pid = g.pid;
+  store(&g.cb->claim_pid, 0);
+}
+
+// Waits for the requester's decision on request seq; returns what cr_checkpoint() returns.
+int wait_outcome(uint32_t seq) {
+  ControlBlock* cb = g.cb;
+  for (;;) {
+    uint32_t o = load(&cb->outcome_seq);
+    if (o == seq) break;
+    long r = futex_wait(&cb->outcome_seq, o, kLivenessCheckMs, true);
+    if (r < 0 && errno == ETIMEDOUT && load(&cb->outcome_seq) != seq && requester_gone()) {
+      // Nobody will answer: the checkpoint did not happen.
+      cb->outcome_code = kOutcomeFailed;
+      cb->outcome_value = CR_ETEMPFAIL;
+      store(&cb->outcome_seq, seq);
+      futex_wake(&cb->outcome_seq, true);
+    }
+  }
+  ThreadRec* rec = self_rec();
+  switch (load(&cb->outcome_code)) {
+    case kOutcomeContinue:
+      return 0;
+    case kOutcomeRestarted:
+      if (rec) rec->tid = sys_gettid();
+      if (sys_getpid() != g.pid) refresh_after_restart();
+      return cb->restart_requester > 0 ? cb->restart_requester : 1;
+    case kOutcomeOmitted:
+      return -CR_EOMITTED;
+    default: {
+      int v = cb->outcome_value;
+      return -(v > 0 ? v : CR_ETEMPFAIL);
+    }
+  }
+}
+
+void run_hook(int base_event, int result) {
+  // base_event: CR_HOOK_CONT_*; the restart hooks are 3 further.
+  if (result < 0) return;
+  int ev = base_event + (result > 0 ? 3 : 0);
+  cr_hook_fn_t fn = __atomic_load_n(&g.hooks[ev], __ATOMIC_ACQUIRE);
+  if (fn) fn(static_cast<cr_hook_event_t>(ev));
+}
+
+// The round ends when every participant has finished its callbacks.
+void finish_round(uint32_t seq);
+
+void depart(uint32_t seq) {
+  if (add(&g.round.departures, -1) == 0) finish_round(seq);
+}
+
+// A participant reaches the bottom of its callbacks (or has none).
+int arrive_and_wait(uint32_t seq, int flags, bool wait) {
+  merge_flags(flags);
+  if (add(&g.round.arrivals, -1) == 0) reply(seq);
+  if (!wait) return 0;
+  return wait_outcome(seq);
+}
+
+int signal_bottom(Chain& c, int flags) {
+  int r = arrive_and_wait(c.seq, flags, true);
+  g.round.rinfo.requester = g.cb->restart_requester;
+  return r;
+}
+
+// Signals every other cr_init() thread to run its signal-context callbacks.
+void start_signal_phase(uint32_t seq, pid_t me) {
+  siginfo_t si;
+  for (int i = 0; i < kMaxThreads; ++i) {
+    ThreadRec* t = __atomic_load_n(&g.threads[i], __ATOMIC_ACQUIRE);
+    if (!t || t->tid == me || t->is_callback_thread) continue;
+    add(&g.round.arrivals, 1);
+    add(&g.round.departures, 1);
+    memset(&si, 0, sizeof si);
+    si.si_signo = kSignal;
+    si.si_code = SI_QUEUE;
+    si.si_pid = g.pid;
+    si.si_uid = ::getuid();
+    si.si_value.sival_int = -static_cast<int>(seq);
+    if (::syscall(SYS_rt_tgsigqueueinfo, g.pid, t->tid, kSignal, &si) < 0) {
+      add(&g.round.arrivals, -1);  // it exited meanwhile
+      add(&g.round.departures, -1);
+    }
+  }
+}
+
+// What the driver does once thread-context callbacks (if any) have reached cr_checkpoint():
+// the signal-context phase, its own callbacks, the reply.
+int driver_bottom(Chain& c, int flags) {
+  merge_flags(flags);
+  ThreadRec* rec = self_rec();
+  bool abort = (load(&g.round.flags) & CR_CHECKPOINT_ABORT_MASK) != 0;
+  if (!abort) start_signal_phase(c.seq, sys_gettid());
+  if (!abort && rec && !rec->is_callback_thread && rec->n_sig_cbs > 0 && !rec->chain) {
+    Chain own{rec->sig_cbs, rec->n_sig_cbs, false, nullptr, c.seq, signal_bottom};
+    rec->chain = &own;
+    int r = run_chain(own, own.n - 1);
+    rec->chain = nullptr;
+    run_hook(CR_HOOK_CONT_SIGNAL_CONTEXT, r);
+    return r;
+  }
+  return arrive_and_wait(c.seq, 0, true);
+}
+
+void load_request_info(uint32_t seq) {
+  ControlBlock* cb = g.cb;
+  Round& r = g.round;
+  r.info.signal = cb->req_signal;
+  r.info.requester = cb->req_requester;
+  r.info.target = cb->req_target;
+  r.info.scope = static_cast<cr_scope_t>(cb->req_scope);
+  memcpy(r.dest, cb->req_dest, sizeof r.dest);
+  r.dest[sizeof r.dest - 1] = 0;
+  r.info.dest = r.dest;
+  r.rinfo.requester = 0;
+  r.rinfo.src = r.src;
+  r.flags = 0;
+  r.code = 0;
+  r.aborted = false;
+  r.arrivals = 1;  // the driver's own arrival; other participants add theirs
+  r.departures = 1;
+  cb->n_forwards = 0;
+  (void)seq;
+}
+
+// Runs request seq from the thread that drives it (the callback thread, the thread that got
+// the signal, or the one that left the last critical section).
+void drive(uint32_t seq) {
+  while (uint32_t n = load(&g.cs_count)) futex_wait(&g.cs_count, n, -1, false);
+  load_request_info(seq);
+  store(&g.round.state, static_cast<uint32_t>(CR_STATE_ACTIVE));
+  ThreadRec* rec = self_rec();
+  int result;
+  if (rec && rec->is_callback_thread && g.n_tc_cbs > 0) {
+    Chain c{g.tc_cbs, g.n_tc_cbs, true, nullptr, seq, driver_bottom};
+    rec->chain = &c;
+    result = run_chain(c, c.n - 1);
+    rec->chain = nullptr;
+    run_hook(CR_HOOK_CONT_THREAD_CONTEXT, result);
+  } else {
+    Chain c{nullptr, 0, false, nullptr, seq, driver_bottom};
+    result = driver_bottom(c, 0);
+    if (!rec || rec->n_sig_cbs == 0 || rec->is_callback_thread)
+      run_hook(CR_HOOK_CONT_NO_CALLBACKS, result);
+  }
+  depart(seq);
+}
+
+void finish_round(uint32_t seq) {
+  if (load(&g.cb->outcome_code) == kOutcomeRestarted) restarted_handles();
+  store(&g.cb->done_seq, seq);
+  futex_wake(&g.cb->done_seq, true);
+  uint32_t next = __atomic_exchange_n(&g.round.queued, 0u, __ATOMIC_ACQ_REL);
+  store(&g.round.seq, 0u);
+  store(&g.round.state, static_cast<uint32_t>(CR_STATE_IDLE));
+  futex_wake(&g.round.state, false);
+  if (next) on_request_signal(next);
+}
+
+}  // namespace
+
+int run_chain(Chain& c, int from) {
+  int i = from;
+  while (i >= 0 && !c.cbs[i].fn) --i;
+  if (i < 0) return c.bottom(c, 0);
+  Level lv{i, false, false, 0, c.top};
+  c.top = &lv;
+  int rc = c.cbs[i].fn(c.cbs[i].arg);
+  if (!lv.called) {
+    // BLCR: a callback that returns without calling cr_checkpoint() gets it called for it;
+    // a non-zero return value is a permanent failure.
+    lv.called = true;
+    lv.result = rc == 0 ? run_chain(c, i - 1) : c.bottom(c, CR_CHECKPOINT_PERM_FAILURE);
+    lv.returned = true;
+  }
+  c.top = lv.prev;
+  return lv.result;
+}
+
+void on_request_signal(uint32_t seq) {
+  if (!cas(&g.round.seq, 0u, seq)) {
+    if (load(&g.round.seq) != seq) store(&g.round.queued, seq);
+    return;
+  }
+  store(&g.round.state, static_cast<uint32_t>(CR_STATE_PENDING));
+  if (load(&g.tc_tid) > 0) {  // the callback thread drives; this thread goes on
+    store(&g.tc_go, seq);
+    futex_wake(&g.tc_go, false);
+    return;
+  }
+  ThreadRec* rec = self_rec();
+  if (rec && (rec->cs_depth > 0 || rec->chain)) {  // it cannot wait here
+    store(&g.round.driver_needed, seq);
+    return;
+  }
+  drive(seq);
+}
+
+void on_phase_signal(uint32_t seq) {
+  ThreadRec* rec = self_rec();
+  if (load(&g.round.seq) != seq || !rec || rec->chain) return;
+  if (rec->n_sig_cbs > 0) {
+    Chain c{rec->sig_cbs, rec->n_sig_cbs, false, nullptr, seq, signal_bottom};
+    rec->chain = &c;
+    int r = run_chain(c, c.n - 1);
+    rec->chain = nullptr;
+    run_hook(CR_HOOK_CONT_SIGNAL_CONTEXT, r);
+  } else {
+    bool held = hold_of(rec) != CR_HOLD_NONE;
+    int r = arrive_and_wait(seq, 0, held);
+    if (held) run_hook(CR_HOOK_CONT_NO_CALLBACKS, r);
+  }
+  depart(seq);
+}
+
+void leave_cs_hook(ThreadRec* rec) {
+  uint32_t seq = load(&g.round.driver_needed);
+  if (seq && !rec->chain && cas(&g.round.driver_needed, seq, 0u)) {
+    drive(seq);
+    return;
+  }
+  // BLCR: leaving the last section runs a pending checkpoint before returning.
+  if (!rec->chain && load(&g.cs_count) == 0)
+    while (uint32_t s = load(&g.round.state)) {
+      if (s == CR_STATE_IDLE) break;
+      futex_wait(&g.round.state, s, 100, false);
+    }
+}
+
+void* callback_thread_main(void*) {
+  sigset_t all;
+  sigfillset(&all);
+  real_sigprocmask(SIG_SETMASK, &all, nullptr);
+  ThreadRec* rec = self_rec();
+  if (rec) rec->is_callback_thread = true;
+  store(&g.tc_tid, sys_gettid());
+  for (;;) {
+    uint32_t seq = load(&g.tc_go);
+    if (!seq) {
+      futex_wait(&g.tc_go, 0, -1, false);
+      continue;
+    }
+    store(&g.tc_go, 0u);
+    drive(seq);
+  }
+  return nullptr;
+}
+
+}  // namespace crkit::libcr
+
+using namespace crkit::libcr;
+
+extern "C" {
+
+CR_EXPORT int cr_checkpoint(int flags) {
+  ThreadRec* rec = self_rec();
+  Chain* c = rec ? rec->chain : nullptr;
+  if (!c || !c->top || c->top->called) return -CR_ENOTCB;
+  Level* lv = c->top;
+  lv->called = true;
+  if (flags & CR_CHECKPOINT_ABORT_MASK)
+    lv->result = c->bottom(*c, flags);
+  else
+    lv->result = run_chain(*c, lv->index - 1);
+  c->top = lv;  // (run_chain restored it; make it explicit)
+  lv->returned = true;
+  return lv->result;
+}
+
+CR_EXPORT int cr_replace_self(cr_callback_t fn, void* arg, int flags) {
+  ThreadRec* rec = self_rec();
+  Chain* c = rec ? rec->chain : nullptr;
+  if (!c || !c->top || !c->cbs) return fail_errno(CR_ENOTCB);
+  int ctx = flags & (CR_THREAD_CONTEXT | CR_SIGNAL_CONTEXT);
+  if (ctx != (c->thread_context ? CR_THREAD_CONTEXT : CR_SIGNAL_CONTEXT) ||
+      (flags & ~(CR_THREAD_CONTEXT | CR_SIGNAL_CONTEXT)))
+    return fail_errno(EINVAL);
+  Callback& cb = c->cbs[c->top->index];
+  __atomic_store_n(&cb.arg, arg, __ATOMIC_RELEASE);
+  __atomic_store_n(&cb.fn, fn, __ATOMIC_RELEASE);
+  return 0;
+}
+
+CR_EXPORT const struct cr_checkpoint_info* cr_get_checkpoint_info(void) {
+  ThreadRec* rec = self_rec();
+  Chain* c = rec ? rec->chain : nullptr;
+  if (!c || !c->top || c->top->called) {
+    errno = CR_ENOTCB;
+    return nullptr;
+  }
+  return &g.round.info;
+}
+
+CR_EXPORT const struct cr_restart_info* cr_get_restart_info(void) {
+  ThreadRec* rec = self_rec();
+  Chain* c = rec ? rec->chain : nullptr;
+  if (!c || !c->top || !c->top->returned || c->top->result <= 0) {
+    errno = CR_ENOTCB;
+    return nullptr;
+  }
+  Round& r = g.round;
+  r.rinfo.requester = g.cb->restart_requester;
+  memcpy(r.src, g.cb->restart_src, sizeof r.src);
+  r.src[sizeof r.src - 1] = 0;
+  r.rinfo.src = r.src;
+  return &r.rinfo;
+}
+
+CR_EXPORT int cr_forward_checkpoint(cr_scope_t scope, pid_t target) {
+  ThreadRec* rec = self_rec();
+  Chain* c = rec ? rec->chain : nullptr;
+  if (!c || !c->top || c->top->called) return fail_errno(CR_ENOTCB);
+  if (scope < CR_SCOPE_PROC || scope > CR_SCOPE_TREE || target < 0) return fail_errno(EINVAL);
+  pid_t id = target;
+  if (id == 0)
+    id = scope == CR_SCOPE_PGRP ? ::getpgrp() : scope == CR_SCOPE_SESS ? ::getsid(0) : g.pid;
+  long k = ::syscall(SYS_kill, scope == CR_SCOPE_PGRP ? -id : id, 0);
+  if (k < 0 && errno == ESRCH && scope == CR_SCOPE_SESS) k = 0;  // a session without its leader
+  if (k < 0) return -1;
+  ControlBlock* cb = g.cb;
+  for (;;) {
+    uint32_t n = load(&cb->n_forwards);
+    if (n >= static_cast<uint32_t>(kMaxForwards)) return fail_errno(EBUSY);
+    if (cas(&cb->n_forwards, n, n + 1)) {
+      cb->forwards[n].scope = scope;
+      cb->forwards[n].pid = id;
+      return 0;
+    }
+  }
+}
+
+}  // extern "C"
