@@ -238,10 +238,16 @@ Result<Checkpoint> checkpoint(Scope scope, pid_t id, image::ImageWriter& w,
                                           r.omitted.size(), resources::scope_name(scope), id)}));
     if (!m) return fail(failed(m.error()));
   }
-  auto body = [&]() -> Result<Checkpoint> {
-    return dump_request(r, w, progress, keep_going, session, opts);
+  // libcr processes wait for the outcome meanwhile: they see that we are alive.
+  std::function<bool()> beat_and_go = [&]() {
+    session.heartbeat();
+    return !keep_going || keep_going();
   };
-  auto c = body();
+  resources::ProgressFn beat_progress = [&](uint64_t done, uint64_t total) {
+    session.heartbeat();
+    return !progress || progress(done, total);
+  };
+  auto c = dump_request(r, w, beat_progress, beat_and_go, session, opts);
   if (!c) return fail(failed(c.error()));
   c->libcr = std::move(session);
   c->omitted.assign(r.omitted.begin(), r.omitted.end());

@@ -14,17 +14,26 @@ namespace crkit::libcr {
 namespace {
 
 constexpr long kLivenessCheckMs = 1000;
+constexpr int kRequesterQuietChecks = 5;  // seconds without a heartbeat
 
 int hold_of(const ThreadRec* rec) {
   if (!rec) return g.hold_uninit;
   return rec->hold == CR_HOLD_DFLT ? g.hold_init : rec->hold;
 }
 
-// The requester that holds the block is gone (killed): no outcome will come.
-bool requester_gone() {
+// The requester that holds the block is gone (killed): no outcome will come. Its pid may
+// not be visible from here (PID namespaces), so it must also have stopped its heartbeat.
+bool requester_gone(uint32_t* last_beat, int* quiet_checks) {
+  uint32_t beat = load(&g.cb->heartbeat);
+  if (beat != *last_beat) {
+    *last_beat = beat;
+    *quiet_checks = 0;
+    return false;
+  }
   pid_t p = load(&g.cb->claim_pid);
   if (p <= 0) return true;
-  return ::syscall(SYS_kill, p, 0) < 0 && errno == ESRCH;
+  if (::syscall(SYS_kill, p, 0) == 0 || errno == EPERM) return false;
+  return ++*quiet_checks >= kRequesterQuietChecks;
 }
 
 void merge_flags(int flags) {
@@ -62,11 +71,14 @@ void refresh_after_restart() {
 // Waits for the requester's decision on request seq; returns what cr_checkpoint() returns.
 int wait_outcome(uint32_t seq) {
   ControlBlock* cb = g.cb;
+  uint32_t beat = load(&cb->heartbeat);
+  int quiet = 0;
   for (;;) {
     uint32_t o = load(&cb->outcome_seq);
     if (o == seq) break;
     long r = futex_wait(&cb->outcome_seq, o, kLivenessCheckMs, true);
-    if (r < 0 && errno == ETIMEDOUT && load(&cb->outcome_seq) != seq && requester_gone()) {
+    if (r < 0 && errno == ETIMEDOUT && load(&cb->outcome_seq) != seq &&
+        requester_gone(&beat, &quiet)) {
       // Nobody will answer: the checkpoint did not happen.
       cb->outcome_code = kOutcomeFailed;
       cb->outcome_value = CR_ETEMPFAIL;

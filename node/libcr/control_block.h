@@ -61,8 +61,9 @@ struct alignas(4096) ControlBlock {
   uint32_t kind;  // Kind
   int32_t pid;    // the process that owns this block (a fork child makes its own)
 
-  int32_t claim_pid;  // requester holding the block for one request, 0 if free
-  uint32_t pad0;
+  int32_t claim_pid;     // requester holding the block for one request, 0 if free
+  uint32_t heartbeat;    // bumped by that requester while it works (it may be in another PID
+                         // namespace, where its pid means nothing)
   uint64_t claim_start;  // that requester's start time (/proc/PID/stat field 22)
 
   uint32_t req_seq;

@@ -171,6 +171,11 @@ Status LibcrSession::ask(pid_t pid, const LibcrRequest& req) {
     drop();
     return {};
   }
+  if (auto ps = proc::read_stat(pid); ps && (ps->state == 'T' || ps->state == 't')) {
+    log::warn("process {} is stopped: it is checkpointed without running its libcr callbacks", pid);
+    drop();
+    return {};
+  }
   // Claim the block for this request.
   const int32_t me = ::getpid();
   auto my_start = proc::read_stat(me);
@@ -256,12 +261,13 @@ Result<LibcrReplies> LibcrSession::wait_replies(const Deadline& deadline,
       }
     }
     if (!waiting) return out;
-    if (keep_going && !keep_going())
-      return fail(EINTR, "the checkpoint was cancelled while callbacks ran");
+    heartbeat();
     if (past(deadline))
       return fail(ETIMEDOUT, fmt::format("process {}: its checkpoint callbacks did not finish in "
                                          "the time limit",
                                          waiting->pid));
+    if (keep_going && !keep_going())
+      return fail(EINTR, "the checkpoint was cancelled while callbacks ran");
     futex_wait(&waiting->cb->reply_seq, load(&waiting->cb->reply_seq), 50);
   }
 }
@@ -275,6 +281,11 @@ std::set<int> LibcrSession::private_fds(pid_t pid) const {
       out.insert(-1);  // marks pid as a libcr process
     }
   return out;
+}
+
+void LibcrSession::heartbeat() {
+  for (auto& p : peers_)
+    if (p.cb) __atomic_add_fetch(&p.cb->heartbeat, 1u, __ATOMIC_RELEASE);
 }
 
 void LibcrSession::tell(Peer& p, int outcome, int value) {
@@ -291,8 +302,10 @@ void LibcrSession::finish(int outcome, int value, const Deadline& deadline) {
     if (!p.told) tell(p, outcome, value);
   for (auto& p : peers_) {
     while (static_cast<int32_t>(load(&p.cb->done_seq) - p.seq) < 0 && alive(p.pid) &&
-           !past(deadline))
+           !past(deadline)) {
+      heartbeat();
       futex_wait(&p.cb->done_seq, load(&p.cb->done_seq), 50);
+    }
   }
   release();
 }

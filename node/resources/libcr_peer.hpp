@@ -70,6 +70,10 @@ class LibcrSession {
   Result<LibcrReplies> wait_replies(const Deadline& deadline,
                                     const std::function<bool()>& keep_going);
 
+  // Tells the processes that the requester is alive (call at least every few seconds while
+  // they wait).
+  void heartbeat();
+
   // libcr's own descriptors of pid: not saved.
   std::set<int> private_fds(pid_t pid) const;
 

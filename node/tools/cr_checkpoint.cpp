@@ -610,6 +610,12 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
         o, Error{ETIMEDOUT,
                  fmt::format("checkpoint of {} exceeded the time limit of {}s", what, o.timeout)});
   }
+  if (!ck && g_timed_out) {
+    dest->abandon();
+    return fail_exit(o, Error{ETIMEDOUT, fmt::format("checkpoint of {} exceeded the time limit of "
+                                                     "{}s: {}",
+                                                     what, o.timeout, ck.error().message)});
+  }
   if (!ck) {
     dest->abandon();
     if (o.ptraced_skip && ck.error().code == crkit::kCrEPtraced)
