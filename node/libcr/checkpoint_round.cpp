@@ -5,6 +5,7 @@
 // through the control block and waits for the outcome (continue, restarted, failed); the
 // callbacks return and the round ends. Everything here is async-signal-safe.
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -14,6 +15,14 @@ namespace crkit::libcr {
 namespace {
 
 constexpr long kLivenessCheckMs = 1000;
+
+struct linux_dirent64 {  // getdents64(2); opendir() is not async-signal-safe
+  uint64_t d_ino;
+  int64_t d_off;
+  unsigned short d_reclen;
+  unsigned char d_type;
+  char d_name[];
+};
 constexpr int kRequesterQuietChecks = 5;  // seconds without a heartbeat
 
 int hold_of(const ThreadRec* rec) {
@@ -132,25 +141,86 @@ int signal_bottom(Chain& c, int flags) {
   return r;
 }
 
-// Signals every other cr_init() thread to run its signal-context callbacks.
-void start_signal_phase(uint32_t seq, pid_t me) {
+// Sends the signal-context phase of request seq to thread tid; false if it is gone.
+bool signal_thread(uint32_t seq, pid_t tid) {
   siginfo_t si;
+  memset(&si, 0, sizeof si);
+  si.si_signo = kSignal;
+  si.si_code = SI_QUEUE;
+  si.si_pid = g.pid;
+  si.si_uid = ::getuid();
+  si.si_value.sival_int = -static_cast<int>(seq);
+  add(&g.round.arrivals, 1);
+  add(&g.round.departures, 1);
+  if (::syscall(SYS_rt_tgsigqueueinfo, g.pid, tid, kSignal, &si) == 0) return true;
+  add(&g.round.arrivals, -1);  // it exited meanwhile
+  add(&g.round.departures, -1);
+  return false;
+}
+
+bool registered(pid_t tid) {
+  for (int i = 0; i < kMaxThreads; ++i) {
+    ThreadRec* t = __atomic_load_n(&g.threads[i], __ATOMIC_ACQUIRE);
+    if (t && t->tid == tid) return true;
+  }
+  return false;
+}
+
+// Whether thread tid blocks CR_SIGNUM ("SigBlk:" of /proc/self/task/TID/status). Such a
+// thread (glibc's own helper threads block everything) would never answer.
+bool blocks_signal(pid_t tid) {
+  char path[64] = "/proc/self/task/";
+  char digits[16];
+  int n = 0;
+  for (pid_t t = tid; t > 0 && n < 15; t /= 10) digits[n++] = static_cast<char>('0' + t % 10);
+  size_t len = strlen(path);
+  while (n > 0) path[len++] = digits[--n];
+  memcpy(path + len, "/status", 8);
+  int fd = static_cast<int>(::syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC));
+  if (fd < 0) return true;
+  char buf[2048];
+  long got = ::syscall(SYS_read, fd, buf, sizeof buf - 1);
+  ::syscall(SYS_close, fd);
+  if (got <= 0) return true;
+  buf[got] = 0;
+  const char* p = strstr(buf, "SigBlk:");
+  if (!p) return true;
+  p += 7;
+  while (*p == ' ' || *p == '\t') ++p;
+  uint64_t mask = 0;
+  for (; *p; ++p) {
+    int d = *p >= '0' && *p <= '9' ? *p - '0' : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10 : -1;
+    if (d < 0) break;
+    mask = mask << 4 | static_cast<uint64_t>(d);
+  }
+  return (mask >> (kSignal - 1)) & 1;
+}
+
+// Signals every other thread: cr_init() threads run their signal-context callbacks; the
+// others run the NO_CALLBACKS hook and are held as cr_hold_ctrl(CR_HOLD_SCOPE_UNINIT) says.
+void start_signal_phase(uint32_t seq, pid_t me) {
   for (int i = 0; i < kMaxThreads; ++i) {
     ThreadRec* t = __atomic_load_n(&g.threads[i], __ATOMIC_ACQUIRE);
     if (!t || t->tid == me || t->is_callback_thread) continue;
-    add(&g.round.arrivals, 1);
-    add(&g.round.departures, 1);
-    memset(&si, 0, sizeof si);
-    si.si_signo = kSignal;
-    si.si_code = SI_QUEUE;
-    si.si_pid = g.pid;
-    si.si_uid = ::getuid();
-    si.si_value.sival_int = -static_cast<int>(seq);
-    if (::syscall(SYS_rt_tgsigqueueinfo, g.pid, t->tid, kSignal, &si) < 0) {
-      add(&g.round.arrivals, -1);  // it exited meanwhile
-      add(&g.round.departures, -1);
+    signal_thread(seq, t->tid);
+  }
+  int dir = static_cast<int>(
+      ::syscall(SYS_openat, AT_FDCWD, "/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir < 0) return;
+  alignas(8) char buf[4096];
+  for (;;) {
+    long n = ::syscall(SYS_getdents64, dir, buf, sizeof buf);
+    if (n <= 0) break;
+    for (long off = 0; off < n;) {
+      auto* d = reinterpret_cast<struct linux_dirent64*>(buf + off);
+      off += d->d_reclen;
+      pid_t tid = 0;
+      for (const char* c = d->d_name; *c >= '0' && *c <= '9'; ++c) tid = tid * 10 + (*c - '0');
+      if (tid <= 0 || tid == me || tid == load(&g.tc_tid) || registered(tid)) continue;
+      if (!blocks_signal(tid)) signal_thread(seq, tid);
     }
   }
+  ::syscall(SYS_close, dir);
 }
 
 // What the driver does once thread-context callbacks (if any) have reached cr_checkpoint():
@@ -217,12 +287,13 @@ void drive(uint32_t seq) {
 
 void finish_round(uint32_t seq) {
   if (load(&g.cb->outcome_code) == kOutcomeRestarted) restarted_handles();
-  store(&g.cb->done_seq, seq);
-  futex_wake(&g.cb->done_seq, true);
   uint32_t next = __atomic_exchange_n(&g.round.queued, 0u, __ATOMIC_ACQ_REL);
+  // Idle before "done": whoever waits for done (a self-request) finds the round over.
   store(&g.round.seq, 0u);
   store(&g.round.state, static_cast<uint32_t>(CR_STATE_IDLE));
   futex_wake(&g.round.state, false);
+  store(&g.cb->done_seq, seq);
+  futex_wake(&g.cb->done_seq, true);
   if (next) on_request_signal(next);
 }
 
@@ -251,6 +322,7 @@ void on_request_signal(uint32_t seq) {
     if (load(&g.round.seq) != seq) store(&g.round.queued, seq);
     return;
   }
+  store(&g.round.last_started, seq);
   store(&g.round.state, static_cast<uint32_t>(CR_STATE_PENDING));
   if (load(&g.tc_tid) > 0) {  // the callback thread drives; this thread goes on
     store(&g.tc_go, seq);
@@ -267,8 +339,8 @@ void on_request_signal(uint32_t seq) {
 
 void on_phase_signal(uint32_t seq) {
   ThreadRec* rec = self_rec();
-  if (load(&g.round.seq) != seq || !rec || rec->chain) return;
-  if (rec->n_sig_cbs > 0) {
+  if (load(&g.round.seq) != seq || (rec && rec->chain)) return;
+  if (rec && rec->n_sig_cbs > 0) {
     Chain c{rec->sig_cbs, rec->n_sig_cbs, false, nullptr, seq, signal_bottom};
     rec->chain = &c;
     int r = run_chain(c, c.n - 1);

@@ -104,6 +104,7 @@ struct ThreadRec {
 struct Round {
   uint32_t seq;            // 0: none
   uint32_t queued;         // a request that came while this one ran
+  uint32_t last_started;   // the last request a round was started for (stale signals)
   uint32_t state;          // CR_STATE_* (futex: entering critical sections waits on it)
   uint32_t driver_needed;  // seq waiting for a thread to leave its critical sections
   int32_t arrivals;        // participants still to reach cr_checkpoint()

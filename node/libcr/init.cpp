@@ -30,12 +30,15 @@ void handler(int sig, siginfo_t* si, void* uctx) {
   // requester that may ptrace us) can make one that matches it.
   if (si && si->si_code == SI_QUEUE && g.cb) {
     int v = si->si_value.sival_int;
-    if (v > 0 && static_cast<uint32_t>(v) == load(&g.cb->req_seq)) {
+    if (v > 0 && static_cast<uint32_t>(v) == load(&g.cb->req_seq) &&
+        static_cast<uint32_t>(v) != load(&g.round.last_started) &&
+        load(&g.cb->outcome_seq) != static_cast<uint32_t>(v)) {
       on_request_signal(static_cast<uint32_t>(v));
       errno = saved;
       return;
     }
-    if (v < 0 && si->si_pid == g.pid) {
+    if (v < 0 && si->si_pid == g.pid && static_cast<uint32_t>(-v) == load(&g.round.seq) &&
+        load(&g.round.state) == CR_STATE_ACTIVE) {
       on_phase_signal(static_cast<uint32_t>(-v));
       errno = saved;
       return;
@@ -308,7 +311,8 @@ static int check_client(ThreadRec* rec, cr_client_id_t id) {
 
 CR_EXPORT int cr_tryenter_cs(cr_client_id_t id) {
   ThreadRec* rec = tls_rec;
-  if (id == CR_ID_CALLBACK && in_callback(rec)) return 0;
+  // Inside a callback the checkpoint is this thread's own business: no deferral.
+  if (in_callback(rec) && (id == CR_ID_CALLBACK || (id >= 0 && id < rec->next_client_id))) return 0;
   if (check_client(rec, id) < 0) return -1;
   if (rec->cs_depth > 0) {
     ++rec->cs_depth;
@@ -326,7 +330,8 @@ CR_EXPORT int cr_tryenter_cs(cr_client_id_t id) {
 
 CR_EXPORT int cr_enter_cs(cr_client_id_t id) {
   ThreadRec* rec = tls_rec;
-  if (id == CR_ID_CALLBACK && in_callback(rec)) return 0;
+  // Inside a callback the checkpoint is this thread's own business: no deferral.
+  if (in_callback(rec) && (id == CR_ID_CALLBACK || (id >= 0 && id < rec->next_client_id))) return 0;
   if (check_client(rec, id) < 0) return -1;
   for (;;) {
     int r = cr_tryenter_cs(id);
@@ -339,7 +344,8 @@ CR_EXPORT int cr_enter_cs(cr_client_id_t id) {
 
 CR_EXPORT int cr_leave_cs(cr_client_id_t id) {
   ThreadRec* rec = tls_rec;
-  if (id == CR_ID_CALLBACK && in_callback(rec)) return 0;
+  // Inside a callback the checkpoint is this thread's own business: no deferral.
+  if (in_callback(rec) && (id == CR_ID_CALLBACK || (id >= 0 && id < rec->next_client_id))) return 0;
   if (check_client(rec, id) < 0) return -1;
   if (rec->cs_depth <= 0) return fail_errno(EINVAL);
   if (--rec->cs_depth > 0) return 0;

@@ -130,7 +130,8 @@ int spawn(const char* tool, Args& a, int keep_fd, int exit_signal, Handle** out)
   return 0;
 }
 
-// Reads what is there; true at end of file (the helper is done).
+// Reads what is there (block: wait for something first); true at end of file (the helper
+// is done).
 bool read_more(Handle* h, bool block) {
   char tmp[4096];
   for (;;) {
@@ -151,6 +152,7 @@ bool read_more(Handle* h, bool block) {
     memcpy(grown + old, tmp, static_cast<size_t>(n));
     grown[old + static_cast<size_t>(n)] = 0;
     h->log = grown;
+    block = false;  // what else is there, without waiting
   }
 }
 
