@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <thread>
 
 #include <fmt/format.h>
@@ -185,7 +186,10 @@ Status LibcrSession::ask(pid_t pid, const LibcrRequest& req) {
                                     __ATOMIC_ACQUIRE))
       break;
     auto hs = proc::read_stat(holder);
-    bool stale = !hs || hs->start_time != cb->claim_start;
+    // A holder that is gone, or whose request is over (it may not have let go yet).
+    uint32_t last = load(&cb->req_seq);
+    bool over = load(&cb->outcome_seq) == last && load(&cb->done_seq) == last;
+    bool stale = !hs || hs->start_time != cb->claim_start || over;
     if (!stale || attempt > 8) {
       drop();
       return fail(EBUSY, fmt::format("process {} is being checkpointed already (by process {})",
@@ -317,9 +321,10 @@ Status mark_restarted(pid_t real_pid, std::span<const image::VmaRecord> vmas, pi
     if (v.kind != image::VmaKind::AnonShared || v.name.rfind(want, 0) != 0 ||
         v.end - v.start < sizeof(ControlBlock) || v.pgoff != 0)
       continue;
-    std::vector<uint8_t> buf(sizeof(ControlBlock));
+    auto block = std::make_unique<ControlBlock>();  // (aligned as the type wants)
+    std::span<uint8_t> buf(reinterpret_cast<uint8_t*>(block.get()), sizeof(ControlBlock));
     CRKIT_TRY(inject::read_memory(real_pid, v.start, buf));
-    auto* cb = reinterpret_cast<ControlBlock*>(buf.data());
+    ControlBlock* cb = block.get();
     if (cb->magic != libcr::kControlMagic || cb->version != libcr::kControlVersion) continue;
     // Only a block whose process waits for the outcome of the checkpoint it is in.
     if (cb->reply_seq != cb->req_seq || cb->outcome_seq == cb->req_seq || cb->req_seq == 0)
