@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "common/cr_errors.hpp"
 #include "common/log.hpp"
 #include "engine/remote_scratch.hpp"
 #include "libcr/control_block.h"
@@ -43,9 +44,21 @@ struct FrozenScope {
 struct Request {
   Scope scope;
   pid_t id;
-  std::vector<std::pair<Scope, pid_t>> forwarded;
+  std::vector<resources::LibcrForward> forwarded;
   std::set<pid_t> omitted;
+  std::set<pid_t> helpers;  // libcr's own helper processes
 };
+
+// A forwarded process joins only if its forwarder could checkpoint it itself.
+bool may_forward(pid_t from, pid_t member) {
+  auto f = proc::read_status(from);
+  auto m = proc::read_status(member);
+  if (!f || !m) return false;
+  if (f->uid[1] == 0) return true;
+  for (int i = 0; i < 3; ++i)
+    if (m->uid[i] != f->uid[1]) return false;
+  return true;
+}
 
 // Freezes every member of the request. A member that was not frozen yet may fork, so the
 // process table is read again until a pass finds no new member; frozen processes cannot
@@ -54,14 +67,23 @@ struct Request {
 Result<resources::ScopeMembers> members_of(const Request& r) {
   CRKIT_ASSIGN(auto table, proc::read_process_table());
   CRKIT_ASSIGN(auto members, resources::resolve_scope(table, r.scope, r.id, ::getpid()));
-  for (const auto& [s, p] : r.forwarded) {
-    auto more = resources::resolve_scope(table, s, p, ::getpid());
+  for (const auto& f : r.forwarded) {
+    auto more = resources::resolve_scope(table, f.scope, f.id, ::getpid());
     if (!more) continue;  // gone meanwhile
-    for (pid_t q : more->pids)
-      if (std::find(members.pids.begin(), members.pids.end(), q) == members.pids.end())
-        members.pids.push_back(q);
+    for (pid_t q : more->pids) {
+      if (std::find(members.pids.begin(), members.pids.end(), q) != members.pids.end()) continue;
+      if (!may_forward(f.from, q)) {
+        log::warn(
+            "process {} forwarded the checkpoint to process {}, which it may not "
+            "checkpoint: left out",
+            f.from, q);
+        continue;
+      }
+      members.pids.push_back(q);
+    }
   }
-  std::erase_if(members.pids, [&](pid_t q) { return r.omitted.count(q) > 0; });
+  std::erase_if(members.pids,
+                [&](pid_t q) { return r.omitted.count(q) > 0 || r.helpers.count(q) > 0; });
   return members;
 }
 
@@ -190,6 +212,7 @@ Status run_callbacks(Request& r, resources::LibcrSession& session, const Checkpo
     CRKIT_ASSIGN(auto members, members_of(r));
     size_t before = r.forwarded.size();
     for (pid_t p : members.pids) CRKIT_TRY(session.ask(p, req));
+    for (pid_t h : session.helpers()) r.helpers.insert(h);
     if (!told_requested) {
       if (opts.on_requested) opts.on_requested(session.seq_of(req.requester));
       told_requested = true;
@@ -264,6 +287,10 @@ Result<Checkpoint> dump_request(const Request& r, image::ImageWriter& w,
   const Scope scope = r.scope;
   const pid_t id = r.id;
   CRKIT_ASSIGN(FrozenScope frozen, freeze_scope(r, keep_going));
+  if (session.any_gave_up())
+    return fail(kCrETempFail,
+                "a libcr process stopped waiting for this checkpoint (it heard "
+                "nothing for too long)");
   // From here on, returning an error destroys `frozen`, which releases every process.
   for (const auto& z : frozen.zombies)
     log::warn(

@@ -23,7 +23,7 @@ struct linux_dirent64 {  // getdents64(2); opendir() is not async-signal-safe
   unsigned char d_type;
   char d_name[];
 };
-constexpr int kRequesterQuietChecks = 5;  // seconds without a heartbeat
+constexpr int kRequesterQuietChecks = 10;  // seconds without a heartbeat
 
 int hold_of(const ThreadRec* rec) {
   if (!rec) return g.hold_uninit;
@@ -39,9 +39,8 @@ bool requester_gone(uint32_t* last_beat, int* quiet_checks) {
     *quiet_checks = 0;
     return false;
   }
-  pid_t p = load(&g.cb->claim_pid);
-  if (p <= 0) return true;
-  if (::syscall(SYS_kill, p, 0) == 0 || errno == EPERM) return false;
+  // Its pid proves nothing (a zombie, reused, or in another PID namespace): only the
+  // heartbeat counts. It beats while it waits; while it dumps, we are frozen.
   return ++*quiet_checks >= kRequesterQuietChecks;
 }
 
@@ -77,6 +76,8 @@ void refresh_after_restart() {
   store(&g.cb->claim_pid, 0);
 }
 
+void reap_exited(uint32_t seq);
+
 // Waits for the requester's decision on request seq; returns what cr_checkpoint() returns.
 int wait_outcome(uint32_t seq) {
   ControlBlock* cb = g.cb;
@@ -86,6 +87,7 @@ int wait_outcome(uint32_t seq) {
     uint32_t o = load(&cb->outcome_seq);
     if (o == seq) break;
     long r = futex_wait(&cb->outcome_seq, o, kLivenessCheckMs, true);
+    if (r < 0 && errno == ETIMEDOUT) reap_exited(seq);
     if (r < 0 && errno == ETIMEDOUT && load(&cb->outcome_seq) != seq &&
         requester_gone(&beat, &quiet)) {
       // Nobody will answer: the checkpoint did not happen.
@@ -100,6 +102,7 @@ int wait_outcome(uint32_t seq) {
     case kOutcomeContinue:
       return 0;
     case kOutcomeRestarted:
+      if (cas(&g.round.handles_redone, 0u, seq)) restarted_handles();
       if (rec) rec->tid = sys_gettid();
       if (sys_getpid() != g.pid) refresh_after_restart();
       return cb->restart_requester > 0 ? cb->restart_requester : 1;
@@ -143,25 +146,51 @@ int signal_bottom(Chain& c, int flags) {
 
 // Sends the signal-context phase of request seq to thread tid; false if it is gone.
 bool signal_thread(uint32_t seq, pid_t tid) {
+  int slot = add(&g.round.n_signaled, 1) - 1;
+  if (slot >= kMaxThreads) return false;
+  store(&g.round.signaled[slot], tid);
   siginfo_t si;
   memset(&si, 0, sizeof si);
   si.si_signo = kSignal;
   si.si_code = SI_QUEUE;
   si.si_pid = g.pid;
   si.si_uid = ::getuid();
-  si.si_value.sival_int = -static_cast<int>(seq);
+  si.si_value.sival_int = -static_cast<int>(load(&g.round.phase_token));
+  (void)seq;
   add(&g.round.arrivals, 1);
   add(&g.round.departures, 1);
   if (::syscall(SYS_rt_tgsigqueueinfo, g.pid, tid, kSignal, &si) == 0) return true;
-  add(&g.round.arrivals, -1);  // it exited meanwhile
-  add(&g.round.departures, -1);
+  if (cas(&g.round.signaled[slot], tid, 0)) {  // it exited meanwhile
+    add(&g.round.arrivals, -1);
+    add(&g.round.departures, -1);
+  }
   return false;
+}
+
+// A thread takes its part of the signal phase (false: it was given up as exited).
+bool claim_signaled(pid_t tid) {
+  int n = load(&g.round.n_signaled);
+  for (int i = 0; i < n && i < kMaxThreads; ++i)
+    if (load(&g.round.signaled[i]) == tid) return cas(&g.round.signaled[i], tid, 0);
+  return false;
+}
+
+// Threads that exited before they took the signal would never arrive: count them out.
+void reap_exited(uint32_t seq) {
+  int n = load(&g.round.n_signaled);
+  for (int i = 0; i < n && i < kMaxThreads; ++i) {
+    pid_t tid = load(&g.round.signaled[i]);
+    if (tid <= 0 || ::syscall(SYS_tgkill, g.pid, tid, 0) == 0 || errno != ESRCH) continue;
+    if (!cas(&g.round.signaled[i], tid, 0)) continue;
+    if (add(&g.round.arrivals, -1) == 0) reply(seq);
+    depart(seq);
+  }
 }
 
 bool registered(pid_t tid) {
   for (int i = 0; i < kMaxThreads; ++i) {
     ThreadRec* t = __atomic_load_n(&g.threads[i], __ATOMIC_ACQUIRE);
-    if (t && t->tid == tid) return true;
+    if (t && load(&t->in_use) && t->tid == tid) return true;
   }
   return false;
 }
@@ -201,7 +230,7 @@ bool blocks_signal(pid_t tid) {
 void start_signal_phase(uint32_t seq, pid_t me) {
   for (int i = 0; i < kMaxThreads; ++i) {
     ThreadRec* t = __atomic_load_n(&g.threads[i], __ATOMIC_ACQUIRE);
-    if (!t || t->tid == me || t->is_callback_thread) continue;
+    if (!t || !load(&t->in_use) || t->tid == me || t->is_callback_thread) continue;
     signal_thread(seq, t->tid);
   }
   int dir = static_cast<int>(
@@ -256,6 +285,14 @@ void load_request_info(uint32_t seq) {
   r.flags = 0;
   r.code = 0;
   r.aborted = false;
+  r.n_signaled = 0;
+  uint32_t token = 0;
+  while (token == 0) {  // 31 random bits (getrandom is a plain system call)
+    if (::syscall(SYS_getrandom, &token, sizeof token, 0) != sizeof token)
+      token = seq * 2654435761u;
+    token &= 0x7fffffff;
+  }
+  store(&r.phase_token, token);
   r.arrivals = 1;  // the driver's own arrival; other participants add theirs
   r.departures = 1;
   cb->n_forwards = 0;
@@ -265,10 +302,12 @@ void load_request_info(uint32_t seq) {
 // Runs request seq from the thread that drives it (the callback thread, the thread that got
 // the signal, or the one that left the last critical section).
 void drive(uint32_t seq) {
-  while (uint32_t n = load(&g.cs_count)) futex_wait(&g.cs_count, n, -1, false);
+  ThreadRec* me = self_rec();
+  if (me && me->is_callback_thread)  // its own thread: it may wait for the sections
+    while (uint32_t n = load(&g.cs_count)) futex_wait(&g.cs_count, n, -1, false);
   load_request_info(seq);
   store(&g.round.state, static_cast<uint32_t>(CR_STATE_ACTIVE));
-  ThreadRec* rec = self_rec();
+  ThreadRec* rec = me;
   int result;
   if (rec && rec->is_callback_thread && g.n_tc_cbs > 0) {
     Chain c{g.tc_cbs, g.n_tc_cbs, true, nullptr, seq, driver_bottom};
@@ -286,11 +325,13 @@ void drive(uint32_t seq) {
 }
 
 void finish_round(uint32_t seq) {
-  if (load(&g.cb->outcome_code) == kOutcomeRestarted) restarted_handles();
-  uint32_t next = __atomic_exchange_n(&g.round.queued, 0u, __ATOMIC_ACQ_REL);
+  if (load(&g.cb->outcome_code) == kOutcomeRestarted && cas(&g.round.handles_redone, 0u, seq))
+    restarted_handles();
+  store(&g.round.handles_redone, 0u);
   // Idle before "done": whoever waits for done (a self-request) finds the round over.
   store(&g.round.seq, 0u);
   store(&g.round.state, static_cast<uint32_t>(CR_STATE_IDLE));
+  uint32_t next = __atomic_exchange_n(&g.round.queued, 0u, __ATOMIC_SEQ_CST);
   futex_wake(&g.round.state, false);
   store(&g.cb->done_seq, seq);
   futex_wake(&g.cb->done_seq, true);
@@ -330,16 +371,33 @@ void on_request_signal(uint32_t seq) {
     return;
   }
   ThreadRec* rec = self_rec();
-  if (rec && (rec->cs_depth > 0 || rec->chain)) {  // it cannot wait here
-    store(&g.round.driver_needed, seq);
+  if (rec && rec->chain) {  // (inside a callback: the next section's leaver drives)
+    __atomic_store_n(&g.round.driver_needed, seq, __ATOMIC_SEQ_CST);
     return;
   }
+  drive_if_free(seq);
+}
+
+// A thread other than the callback thread never waits for critical sections (the holder
+// may be itself, interrupted, or blocked on it): if one is held, whoever brings the count to
+// zero drives. Sequentially consistent against cr_tryenter_cs's increment-then-check.
+bool drive_if_free(uint32_t seq) {
+  __atomic_store_n(&g.round.driver_needed, seq, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&g.cs_count, __ATOMIC_SEQ_CST) != 0) return false;
+  if (!cas(&g.round.driver_needed, seq, 0u)) return false;  // someone else drives
   drive(seq);
+  return true;
+}
+
+void sections_left() {
+  uint32_t seq = __atomic_load_n(&g.round.driver_needed, __ATOMIC_SEQ_CST);
+  if (seq && cas(&g.round.driver_needed, seq, 0u)) drive(seq);
 }
 
 void on_phase_signal(uint32_t seq) {
   ThreadRec* rec = self_rec();
   if (load(&g.round.seq) != seq || (rec && rec->chain)) return;
+  if (!claim_signaled(sys_gettid())) return;
   if (rec && rec->n_sig_cbs > 0) {
     Chain c{rec->sig_cbs, rec->n_sig_cbs, false, nullptr, seq, signal_bottom};
     rec->chain = &c;
@@ -356,7 +414,7 @@ void on_phase_signal(uint32_t seq) {
 
 void leave_cs_hook(ThreadRec* rec) {
   uint32_t seq = load(&g.round.driver_needed);
-  if (seq && !rec->chain && cas(&g.round.driver_needed, seq, 0u)) {
+  if (seq && !rec->chain && load(&g.cs_count) == 0 && cas(&g.round.driver_needed, seq, 0u)) {
     drive(seq);
     return;
   }

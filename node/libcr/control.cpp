@@ -12,9 +12,11 @@ namespace crkit::libcr {
 Process g;
 
 bool make_control_block(Kind kind) {
-  int fd = static_cast<int>(::syscall(SYS_memfd_create, kControlName, MFD_CLOEXEC));
+  int fd =
+      static_cast<int>(::syscall(SYS_memfd_create, kControlName, MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (fd < 0) return false;
-  if (::ftruncate(fd, sizeof(ControlBlock)) < 0) {
+  if (::ftruncate(fd, sizeof(ControlBlock)) < 0 ||
+      ::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
     ::close(fd);
     return false;
   }

@@ -13,6 +13,8 @@
 //              a restart sets outcome RESTARTED in the restored copy instead;
 //   libcr:     cr_checkpoint() returns, callbacks finish, done_seq = seq (futex wake);
 //   requester: claim_pid = 0.
+// The memfd is sealed against resizing (F_SEAL_SHRINK|GROW|SEAL): a requester maps it only
+// when it is, so no process can make the requester fault by truncating it.
 #pragma once
 
 #include <stdint.h>
@@ -48,6 +50,7 @@ enum Outcome : int32_t {
 
 inline constexpr int kMaxForwards = 32;
 inline constexpr int kMaxPrivateFds = 64;
+inline constexpr int kMaxHelpers = 64;
 inline constexpr int kPathMax = 4096;
 
 struct ControlForward {
@@ -91,6 +94,10 @@ struct alignas(4096) ControlBlock {
   // Descriptors that are libcr's own (request handles): not saved; libcr remakes them.
   uint32_t n_private_fds;
   int32_t private_fds[kMaxPrivateFds];
+
+  // libcr's helper processes (the cr_checkpoint/cr_restart of its requests, 0 = free slot):
+  // not members of anyone's checkpoint.
+  int32_t helpers[kMaxHelpers];
 };
 
 }  // namespace crkit::libcr

@@ -98,19 +98,24 @@ struct ThreadRec {
   Chain* chain;  // the chain running in this thread, or nullptr
   bool is_callback_thread;
   int slot;
+  uint32_t in_use;  // records are reused, never unmapped (a handler may be reading one)
 };
 
 // The request being handled in this process (at most one at a time).
 struct Round {
-  uint32_t seq;            // 0: none
-  uint32_t queued;         // a request that came while this one ran
-  uint32_t last_started;   // the last request a round was started for (stale signals)
-  uint32_t state;          // CR_STATE_* (futex: entering critical sections waits on it)
-  uint32_t driver_needed;  // seq waiting for a thread to leave its critical sections
-  int32_t arrivals;        // participants still to reach cr_checkpoint()
-  int32_t departures;      // participants still to finish their callbacks
-  int32_t flags;           // abort flags of all cr_checkpoint() calls (OR)
-  int32_t code;            // first user code of a *_FAILURE_CODE(v)
+  uint32_t seq;                 // 0: none
+  uint32_t queued;              // a request that came while this one ran
+  uint32_t last_started;        // the last request a round was started for (stale signals)
+  uint32_t state;               // CR_STATE_* (futex: entering critical sections waits on it)
+  uint32_t driver_needed;       // seq waiting for a thread to leave its critical sections
+  uint32_t phase_token;         // random, in the signal phase's signals (not forgeable)
+  int32_t n_signaled;           // threads sent the signal phase ...
+  pid_t signaled[kMaxThreads];  // ... their tids, 0 once they took it (or exited)
+  uint32_t handles_redone;      // seq whose restart already replaced the handle descriptors
+  int32_t arrivals;             // participants still to reach cr_checkpoint()
+  int32_t departures;           // participants still to finish their callbacks
+  int32_t flags;                // abort flags of all cr_checkpoint() calls (OR)
+  int32_t code;                 // first user code of a *_FAILURE_CODE(v)
   bool aborted;
   cr_checkpoint_info info;
   char dest[kPathMax];
@@ -173,6 +178,8 @@ void remove_private_fd(int fd);
 void on_request_signal(uint32_t seq);  // from the signal handler
 void on_phase_signal(uint32_t seq);
 void leave_cs_hook(ThreadRec* rec);  // cr_leave_cs left the last section of this thread
+bool drive_if_free(uint32_t seq);
+void sections_left();  // the section count dropped to zero: run a deferred request
 int run_chain(Chain& c, int from);
 void* callback_thread_main(void*);
 void install_handler();

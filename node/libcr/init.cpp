@@ -19,9 +19,9 @@ pthread_key_t g_exit_key;
 void thread_exit(void* p) {
   auto* rec = static_cast<ThreadRec*>(p);
   if (!rec) return;
-  if (rec->slot >= 0) __atomic_store_n(&g.threads[rec->slot], nullptr, __ATOMIC_RELEASE);
   tls_rec = nullptr;
-  ::munmap(rec, sizeof(ThreadRec));
+  rec->tid = 0;
+  store(&rec->in_use, 0u);  // the slot keeps it for the next cr_init() thread
 }
 
 void handler(int sig, siginfo_t* si, void* uctx) {
@@ -37,9 +37,15 @@ void handler(int sig, siginfo_t* si, void* uctx) {
       errno = saved;
       return;
     }
-    if (v < 0 && si->si_pid == g.pid && static_cast<uint32_t>(-v) == load(&g.round.seq) &&
+  }
+  // The signal phase comes from this process itself, carrying the round's random token
+  // (kept out of the shared block: another process cannot guess it).
+  if (si && si->si_code == SI_QUEUE && g.cb) {
+    int v = si->si_value.sival_int;
+    uint32_t token = load(&g.round.phase_token);
+    if (v < 0 && token && static_cast<uint32_t>(-v) == token && si->si_pid == g.pid &&
         load(&g.round.state) == CR_STATE_ACTIVE) {
-      on_phase_signal(static_cast<uint32_t>(-v));
+      on_phase_signal(load(&g.round.seq));
       errno = saved;
       return;
     }
@@ -74,11 +80,24 @@ void atfork_child() {
     me->chain = nullptr;
     me->cs_depth = 0;
   }
-  for (auto& h : g.handles) h.fd = -1;  // requests belong to the parent
+  for (auto& h : g.handles)  // requests belong to the parent
+    if (h.fd >= 0) {
+      ::close(h.fd);
+      h.fd = -1;
+    }
+  if (g.cb) {
+    g.cb->n_private_fds = 0;
+    for (auto& slot : g.cb->helpers) slot = 0;
+  }
 }
 
 bool start_callback_thread() {
-  if (__atomic_load_n(&g.tc_thread_started, __ATOMIC_ACQUIRE)) return true;
+  bool no = false;
+  if (!__atomic_compare_exchange_n(&g.tc_thread_started, &no, true, false, __ATOMIC_ACQ_REL,
+                                   __ATOMIC_ACQUIRE)) {
+    while (!load(&g.tc_tid)) ::sched_yield();  // another thread is starting it
+    return true;
+  }
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -92,10 +111,10 @@ bool start_callback_thread() {
   int e = pthread_create(&t, &attr, &Start::run, nullptr);
   pthread_attr_destroy(&attr);
   if (e) {
+    __atomic_store_n(&g.tc_thread_started, false, __ATOMIC_RELEASE);
     errno = e;
     return false;
   }
-  __atomic_store_n(&g.tc_thread_started, true, __ATOMIC_RELEASE);
   while (!load(&g.tc_tid)) ::sched_yield();  // requests go to it from now on
   return true;
 }
@@ -157,6 +176,20 @@ __attribute__((constructor)) static void cri_init() {
 CR_EXPORT cr_client_id_t cr_init(void) {
   if (!g.ready || !g.cb) return fail_errno(ENOSYS);
   ThreadRec* rec = tls_rec;
+  for (int i = 0; !rec && i < kMaxThreads; ++i) {  // one an exited thread left
+    ThreadRec* t = __atomic_load_n(&g.threads[i], __ATOMIC_ACQUIRE);
+    if (t && cas(&t->in_use, 0u, 1u)) {
+      int slot = t->slot;
+      memset(t, 0, sizeof *t);
+      t->slot = slot;
+      t->hold = CR_HOLD_DFLT;
+      t->in_use = 1;
+      store(&t->tid, sys_gettid());
+      rec = t;
+      tls_rec = rec;
+      pthread_setspecific(g_exit_key, rec);
+    }
+  }
   if (!rec) {
     void* p = ::mmap(nullptr, sizeof(ThreadRec), PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -165,6 +198,7 @@ CR_EXPORT cr_client_id_t cr_init(void) {
     rec->tid = sys_gettid();
     rec->hold = CR_HOLD_DFLT;
     rec->slot = -1;
+    rec->in_use = 1;
     for (int i = 0; i < kMaxThreads; ++i)
       if (cas(&g.threads[i], static_cast<ThreadRec*>(nullptr), rec)) {
         rec->slot = i;
@@ -319,9 +353,12 @@ CR_EXPORT int cr_tryenter_cs(cr_client_id_t id) {
     return 0;
   }
   if (load(&g.round.seq)) return 1;
-  add(&g.cs_count, 1u);
-  if (load(&g.round.seq)) {  // a request came meanwhile: it goes first
-    if (add(&g.cs_count, static_cast<uint32_t>(-1)) == 0) futex_wake(&g.cs_count, false);
+  __atomic_add_fetch(&g.cs_count, 1u, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&g.round.seq, __ATOMIC_SEQ_CST)) {  // a request came: it goes first
+    if (__atomic_sub_fetch(&g.cs_count, 1u, __ATOMIC_SEQ_CST) == 0) {
+      futex_wake(&g.cs_count, false);
+      sections_left();
+    }
     return 1;
   }
   rec->cs_depth = 1;
@@ -349,7 +386,10 @@ CR_EXPORT int cr_leave_cs(cr_client_id_t id) {
   if (check_client(rec, id) < 0) return -1;
   if (rec->cs_depth <= 0) return fail_errno(EINVAL);
   if (--rec->cs_depth > 0) return 0;
-  if (add(&g.cs_count, static_cast<uint32_t>(-1)) == 0) futex_wake(&g.cs_count, false);
+  if (__atomic_sub_fetch(&g.cs_count, 1u, __ATOMIC_SEQ_CST) == 0) {
+    futex_wake(&g.cs_count, false);
+    if (!rec->chain) sections_left();
+  }
   if (load(&g.round.seq)) leave_cs_hook(rec);
   return 0;
 }

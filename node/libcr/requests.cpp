@@ -38,7 +38,8 @@ struct Buf {
 
 // Where crkit's tools are: $CRKIT_BINDIR, the install directory, or the build tree.
 bool tool_path(const char* name, char* out, size_t n) {
-  const char* dirs[] = {getenv("CRKIT_BINDIR"), CRKIT_INSTALL_BINDIR, CRKIT_BUILD_BINDIR};
+  // (secure_getenv: a set-id program must not run a tool of the caller's choosing)
+  const char* dirs[] = {secure_getenv("CRKIT_BINDIR"), CRKIT_INSTALL_BINDIR, CRKIT_BUILD_BINDIR};
   for (const char* d : dirs) {
     if (!d || !*d) continue;
     snprintf(out, n, "%s/%s", d, name);
@@ -126,6 +127,8 @@ int spawn(const char* tool, Args& a, int keep_fd, int exit_signal, Handle** out)
     return fail_errno(e);
   }
   h->helper = static_cast<pid_t>(pid);
+  for (auto& slot : g.cb->helpers)
+    if (cas(&slot, 0, h->helper)) break;
   *out = h;
   return 0;
 }
@@ -185,6 +188,8 @@ const char* messages(Handle* h) {
 }
 
 void free_handle(Handle* h, bool close_fd) {
+  for (auto& slot : g.cb->helpers)
+    if (h->helper > 0 && cas(&slot, h->helper, 0)) break;
   cr_spinlock_lock(&g.handles_lock);
   remove_private_fd(h->fd);
   if (close_fd) ::close(h->fd);
@@ -326,6 +331,7 @@ int poll_handle(unsigned long* hp, struct timeval* tv, char** msg_p, bool restar
 // A restart happened (called from the round's end, in a signal handler): every request of
 // ours is over as far as this copy is concerned; its descriptor number gets a readable pipe.
 void restarted_handles() {
+  for (auto& slot : g.cb->helpers) store(&slot, 0);  // (pids of the old run)
   for (auto& h : g.handles) {
     if (h.fd < 0) continue;
     h.restarted = true;

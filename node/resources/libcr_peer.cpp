@@ -1,8 +1,10 @@
 #include "resources/libcr_peer.hpp"
 
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -130,6 +132,15 @@ Status LibcrSession::ask(pid_t pid, const LibcrRequest& req) {
     if (errno == ESRCH || errno == EBADF) return {};
     return fail_errno(fmt::format("process {}: taking its libcr control block", pid));
   }
+  // Only a block that cannot shrink under us (libcr seals it): a process could otherwise make
+  // us fault on its pages.
+  struct stat fst {};
+  int seals = ::fcntl(mine.get(), F_GET_SEALS);
+  if (::fstat(mine.get(), &fst) < 0 || fst.st_size < static_cast<off_t>(sizeof(ControlBlock)) ||
+      seals < 0 || !(seals & F_SEAL_SHRINK)) {
+    log::info("process {}: its fd {} looks like a libcr control block but is not one", pid, *fd);
+    return {};
+  }
   void* m =
       ::mmap(nullptr, sizeof(ControlBlock), PROT_READ | PROT_WRITE, MAP_SHARED, mine.get(), 0);
   if (m == MAP_FAILED)
@@ -172,11 +183,6 @@ Status LibcrSession::ask(pid_t pid, const LibcrRequest& req) {
     drop();
     return {};
   }
-  if (auto ps = proc::read_stat(pid); ps && (ps->state == 'T' || ps->state == 't')) {
-    log::warn("process {} is stopped: it is checkpointed without running its libcr callbacks", pid);
-    drop();
-    return {};
-  }
   // Claim the block for this request.
   const int32_t me = ::getpid();
   auto my_start = proc::read_stat(me);
@@ -199,6 +205,16 @@ Status LibcrSession::ask(pid_t pid, const LibcrRequest& req) {
                                 __ATOMIC_ACQUIRE);
   }
   cb->claim_start = my_start ? my_start->start_time : 0;
+  // A stopped process would not answer before it is continued. (One in a tracing stop is
+  // someone else's: the freeze says so.)
+  if (auto ps = proc::read_stat(pid); ps && (ps->state == 'T' || ps->state == 't')) {
+    if (ps->state == 'T')
+      log::warn("process {} is stopped: it is checkpointed without running its libcr callbacks",
+                pid);
+    store(&cb->claim_pid, 0);
+    drop();
+    return {};
+  }
   uint32_t seq = load(&cb->req_seq) + 1;
   if (seq == 0 || seq > 0x7fffffff) seq = 1;
   cb->req_requester = req.requester;
@@ -252,7 +268,7 @@ Result<LibcrReplies> LibcrSession::wait_replies(const Deadline& deadline,
       for (uint32_t i = 0; i < n; ++i) {
         int32_t scope = p.cb->forwards[i].scope, fpid = p.cb->forwards[i].pid;
         if (scope >= 0 && scope <= 3 && fpid > 0)
-          out.forwarded.emplace_back(static_cast<Scope>(scope + 1), fpid);
+          out.forwarded.push_back({static_cast<Scope>(scope + 1), fpid, p.pid});
       }
       if (code == libcr::kReplyOmit) {
         out.omitted.insert(p.pid);
@@ -285,6 +301,20 @@ std::set<int> LibcrSession::private_fds(pid_t pid) const {
       out.insert(-1);  // marks pid as a libcr process
     }
   return out;
+}
+
+std::set<pid_t> LibcrSession::helpers() const {
+  std::set<pid_t> out;
+  for (const auto& p : peers_)
+    for (int i = 0; i < libcr::kMaxHelpers; ++i)
+      if (int32_t h = load(&p.cb->helpers[i]); h > 0) out.insert(h);
+  return out;
+}
+
+bool LibcrSession::any_gave_up() const {
+  for (const auto& p : peers_)
+    if (!p.told && load(&p.cb->outcome_seq) == p.seq) return true;
+  return false;
 }
 
 void LibcrSession::heartbeat() {

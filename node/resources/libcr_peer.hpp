@@ -41,10 +41,19 @@ struct LibcrRequest {
 
 using Deadline = std::optional<std::chrono::steady_clock::time_point>;
 
+// A cr_forward_checkpoint() addition, and the process that asked for it (whose rights it
+// gets: the block is the process's to write).
+struct LibcrForward {
+  Scope scope;
+  pid_t id;
+  pid_t from;
+  bool operator==(const LibcrForward&) const = default;
+};
+
 // What the callbacks decided, over all processes asked.
 struct LibcrReplies {
   std::set<pid_t> omitted;
-  std::vector<std::pair<Scope, pid_t>> forwarded;  // cr_forward_checkpoint() additions
+  std::vector<LibcrForward> forwarded;
   int temp_fail = 0;  // error code (CR_ETEMPFAIL or a user code), 0 if none
   int perm_fail = 0;  // same for a permanent failure
 };
@@ -73,6 +82,11 @@ class LibcrSession {
   // Tells the processes that the requester is alive (call at least every few seconds while
   // they wait).
   void heartbeat();
+
+  // The helper processes of the asked processes' own requests: never members.
+  std::set<pid_t> helpers() const;
+  // Whether a process stopped waiting (it thought us gone): the checkpoint must not go on.
+  bool any_gave_up() const;
 
   // libcr's own descriptors of pid: not saved.
   std::set<int> private_fds(pid_t pid) const;

@@ -17,6 +17,7 @@
 #include "common/cr_errors.hpp"
 #include "common/log.hpp"
 #include "inject/remote_memory.hpp"
+#include "libcr/control_block.h"
 #include "resources/process.hpp"
 
 namespace crkit::resources {
@@ -463,13 +464,19 @@ Result<std::map<ShmKey, UniqueFd>> create_shared_memory(std::span<const image::V
   }
   std::map<ShmKey, UniqueFd> out;
   for (const auto& [key, sz] : size) {
-    UniqueFd fd(static_cast<int>(::syscall(SYS_memfd_create, name[key].c_str(), MFD_CLOEXEC)));
+    // libcr's control block is sealed against resizing, as libcr made it (libcr_peer.hpp).
+    const bool libcr_block = starts_with(name[key], libcr::kControlName);
+    UniqueFd fd(static_cast<int>(::syscall(SYS_memfd_create, name[key].c_str(),
+                                           MFD_CLOEXEC | (libcr_block ? MFD_ALLOW_SEALING : 0))));
     if (!fd)
       return fail_errno(
           fmt::format("creating the shared memory object {} ({} bytes)", name[key], sz));
     if (::ftruncate(fd.get(), static_cast<off_t>(sz)) < 0)
       return fail_errno(
           fmt::format("sizing the shared memory object {} to {} bytes", name[key], sz));
+    if (libcr_block &&
+        ::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+      return fail_errno(fmt::format("sealing the shared memory object {}", name[key]));
     out[key] = std::move(fd);
   }
   return out;
