@@ -49,6 +49,13 @@ struct Request {
   std::set<pid_t> helpers;  // libcr's own helper processes
 };
 
+// The cr_checkpoint/cr_restart that libcr runs for a request of its own: never a member
+// (for one that has not marked itself in its parent's block yet).
+bool is_libcr_helper(pid_t pid) {
+  auto text = proc::read_file(fmt::format("/proc/{}/cmdline", pid));
+  return text && text->find("--libcr-report=") != std::string::npos;
+}
+
 // A forwarded process joins only if its forwarder could checkpoint it itself.
 bool may_forward(pid_t from, pid_t member) {
   auto f = proc::read_status(from);
@@ -82,8 +89,9 @@ Result<resources::ScopeMembers> members_of(const Request& r) {
       members.pids.push_back(q);
     }
   }
-  std::erase_if(members.pids,
-                [&](pid_t q) { return r.omitted.count(q) > 0 || r.helpers.count(q) > 0; });
+  std::erase_if(members.pids, [&](pid_t q) {
+    return r.omitted.count(q) > 0 || r.helpers.count(q) > 0 || is_libcr_helper(q);
+  });
   return members;
 }
 

@@ -69,6 +69,12 @@ Result<FrozenProcess> FrozenProcess::freeze(pid_t pid, const std::function<bool(
         if (::ptrace(PTRACE_SEIZE, t, 0, PTRACE_O_TRACESYSGOOD) < 0) {
           int e = errno;
           if (e == ESRCH) continue;  // thread exited meanwhile
+          // Someone else attached between our look at TracerPid and here (another
+          // checkpoint of the same process): that is an overlapping request.
+          if (auto again = proc::read_task_status(pid, t); e == EPERM && again && again->tracer_pid)
+            return fail(EBUSY, fmt::format("process {} is being checkpointed or traced by process "
+                                           "{} already",
+                                           pid, again->tracer_pid));
           if (e == EPERM)
             return fail(EPERM,
                         fmt::format("cannot checkpoint process {}: ptrace attach to thread {} was "

@@ -86,15 +86,18 @@ int wait_outcome(uint32_t seq) {
   for (;;) {
     uint32_t o = load(&cb->outcome_seq);
     if (o == seq) break;
+    // A later request's outcome: ours was abandoned (its requester gave up on it).
+    if (o && static_cast<int32_t>(o - seq) > 0) return -CR_ETEMPFAIL;
     long r = futex_wait(&cb->outcome_seq, o, kLivenessCheckMs, true);
     if (r < 0 && errno == ETIMEDOUT) reap_exited(seq);
     if (r < 0 && errno == ETIMEDOUT && load(&cb->outcome_seq) != seq &&
         requester_gone(&beat, &quiet)) {
       // Nobody will answer: the checkpoint did not happen.
-      cb->outcome_code = kOutcomeFailed;
-      cb->outcome_value = CR_ETEMPFAIL;
-      store(&cb->outcome_seq, seq);
-      futex_wake(&cb->outcome_seq, true);
+      if (cas(&cb->outcome_seq, o, seq)) {  // unless an outcome came meanwhile
+        cb->outcome_code = kOutcomeFailed;
+        cb->outcome_value = CR_ETEMPFAIL;
+        futex_wake(&cb->outcome_seq, true);
+      }
     }
   }
   ThreadRec* rec = self_rec();

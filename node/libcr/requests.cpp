@@ -104,6 +104,11 @@ int spawn(const char* tool, Args& a, int keep_fd, int exit_signal, Handle** out)
   ca.exit_signal = static_cast<uint64_t>(exit_signal);
   long pid = ::syscall(SYS_clone3, &ca, sizeof ca);
   if (pid == 0) {
+    // Marked as libcr's helper at once (the block is shared with the parent until exec), so
+    // that no checkpoint takes it for a member.
+    pid_t self = sys_getpid();
+    for (auto& slot : g.cb->helpers)
+      if (cas(&slot, 0, self)) break;
     ::syscall(SYS_fcntl, p[1], F_SETFD, 0);
     if (keep_fd >= 0) ::syscall(SYS_fcntl, keep_fd, F_SETFD, 0);
     sigset_t none;
@@ -127,8 +132,6 @@ int spawn(const char* tool, Args& a, int keep_fd, int exit_signal, Handle** out)
     return fail_errno(e);
   }
   h->helper = static_cast<pid_t>(pid);
-  for (auto& slot : g.cb->helpers)
-    if (cas(&slot, 0, h->helper)) break;
   *out = h;
   return 0;
 }
