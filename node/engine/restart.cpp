@@ -167,6 +167,9 @@ std::string describe_status(int st) {
   int report_fd = c.report_fd;
   // Hold nothing of cr_restart's (image file, terminal, pipes) for the job's lifetime.
   close_all_fds_except({report_fd, status_fd});
+  ::signal(SIGPIPE, SIG_IGN);  // the status reader may be gone (cr_request_restart)
+  bool root_done = false;
+  int root_status = 0;
   for (;;) {
     if (released && report_fd >= 0) {
       ::close(report_fd);
@@ -175,8 +178,15 @@ std::string describe_status(int st) {
     int status = 0;
     pid_t r = ::waitpid(-1, &status, __WALL);
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) ::_exit(0);  // the namespace is empty
+    // The namespace is empty: end as the root did, so that whoever waits for us (a
+    // cr_request_restart caller, whose child we are) sees the job's status.
+    if (r < 0)
+      ::_exit(!root_done               ? 0
+              : WIFEXITED(root_status) ? WEXITSTATUS(root_status)
+                                       : 128 + WTERMSIG(root_status));
     if (r == top->root) {
+      root_done = true;
+      root_status = status;
       if (status_fd >= 0) {
         ssize_t n = ::write(status_fd, &status, sizeof(status));
         (void)n;
