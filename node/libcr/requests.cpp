@@ -226,7 +226,7 @@ void wait_own_checkpoint(Handle* h) {
   if (!seq || !g.cb) return;
   for (;;) {
     uint32_t d = load(&g.cb->done_seq);
-    if (static_cast<int32_t>(d - seq) >= 0 || h->restarted) return;
+    if (static_cast<int32_t>(d - seq) >= 0) return;  // (in a restarted copy too)
     if (h->have_result) return;
     futex_wait(&g.cb->done_seq, d, 100, true);
     if (!h->have_result && read_more(h, false)) parse(h);

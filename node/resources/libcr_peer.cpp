@@ -195,7 +195,8 @@ Status LibcrSession::ask(pid_t pid, const LibcrRequest& req) {
     // A holder that is gone, or whose request is over (it may not have let go yet).
     uint32_t last = load(&cb->req_seq);
     bool over = load(&cb->outcome_seq) == last && load(&cb->done_seq) == last;
-    bool stale = !hs || hs->start_time != cb->claim_start || over;
+    // (Not its start time: a new holder writes that just after its claim.)
+    bool stale = !hs || proc::is_zombie(*hs) || over;
     if (!stale || attempt > 8) {
       drop();
       return fail(EBUSY, fmt::format("process {} is being checkpointed already (by process {})",
