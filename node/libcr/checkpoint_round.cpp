@@ -73,7 +73,7 @@ void reply(uint32_t seq) {
 void refresh_after_restart() {
   g.pid = sys_getpid();
   g.cb->pid = g.pid;
-  store(&g.cb->claim_pid, 0);
+  store(&g.cb->claim, uint64_t{0});
 }
 
 void reap_exited(uint32_t seq);

@@ -5,14 +5,14 @@
 // is shared by libcr (no C++ runtime) and the engine. Futexes are process-shared.
 //
 // One request, as the sequence numbers go (seq = req_seq after the requester bumps it):
-//   requester: claim_pid = its pid (CAS from 0; EBUSY if another live requester holds it),
+//   requester: claim = its pid and seq (CAS from 0; EBUSY if a live requester holds it),
 //              fills req_*, req_seq = seq, sends CR_SIGNUM with sival_int = seq;
 //   libcr:     runs the callbacks until each reaches cr_checkpoint(), then reply_* and
 //              reply_seq = seq (futex wake);
 //   requester: dumps (or not), then outcome_* and outcome_seq = seq (futex wake);
 //              a restart sets outcome RESTARTED in the restored copy instead;
 //   libcr:     cr_checkpoint() returns, callbacks finish, done_seq = seq (futex wake);
-//   requester: claim_pid = 0.
+//   requester: claim = 0.
 // The memfd is sealed against resizing (F_SEAL_SHRINK|GROW|SEAL): a requester maps it only
 // when it is, so no process can make the requester fault by truncating it.
 #pragma once
@@ -64,10 +64,12 @@ struct alignas(4096) ControlBlock {
   uint32_t kind;  // Kind
   int32_t pid;    // the process that owns this block (a fork child makes its own)
 
-  int32_t claim_pid;     // requester holding the block for one request, 0 if free
-  uint32_t heartbeat;    // bumped by that requester while it works (it may be in another PID
-                         // namespace, where its pid means nothing)
-  uint64_t claim_start;  // that requester's start time (/proc/PID/stat field 22)
+  // The requester holding the block for one request: its pid | the request number it uses
+  // << 32 (so that a finished request's holder is told from a fresh one); 0 if free.
+  uint64_t claim;
+  uint32_t heartbeat;  // bumped by that requester while it works (it may be in another PID
+                       // namespace, where its pid means nothing)
+  uint32_t pad0;
 
   uint32_t req_seq;
   int32_t req_requester;  // pid reported by cr_get_checkpoint_info()

@@ -101,8 +101,8 @@ void LibcrSession::release() {
   for (auto& p : peers_) {
     if (!p.cb) continue;
     if (!p.told) tell(p, libcr::kOutcomeFailed, kCrETempFail);
-    int32_t me = ::getpid();
-    __atomic_compare_exchange_n(&p.cb->claim_pid, &me, 0, false, __ATOMIC_ACQ_REL,
+    uint64_t mine = p.claim;
+    __atomic_compare_exchange_n(&p.cb->claim, &mine, uint64_t{0}, false, __ATOMIC_ACQ_REL,
                                 __ATOMIC_ACQUIRE);
     ::munmap(p.cb, sizeof(ControlBlock));
     p.cb = nullptr;
@@ -185,39 +185,49 @@ Status LibcrSession::ask(pid_t pid, const LibcrRequest& req) {
   }
   // Claim the block for this request.
   const int32_t me = ::getpid();
-  auto my_start = proc::read_stat(me);
+  auto next_seq = [&]() {
+    uint32_t n = load(&cb->req_seq) + 1;
+    return n == 0 || n > 0x7fffffff ? 1u : n;
+  };
+  uint32_t seq = next_seq();
+  uint64_t claim_word = (uint64_t{seq} << 32) | static_cast<uint32_t>(me);
   for (int attempt = 0;; ++attempt) {
-    int32_t holder = 0;
-    if (__atomic_compare_exchange_n(&cb->claim_pid, &holder, me, false, __ATOMIC_ACQ_REL,
+    uint64_t held = 0;
+    if (__atomic_compare_exchange_n(&cb->claim, &held, claim_word, false, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE))
       break;
+    const pid_t holder = static_cast<pid_t>(held & 0xffffffff);
+    const uint32_t held_seq = static_cast<uint32_t>(held >> 32);
     auto hs = proc::read_stat(holder);
     // A holder that is gone, or whose request is over (it may not have let go yet).
-    uint32_t last = load(&cb->req_seq);
-    bool over = load(&cb->outcome_seq) == last && load(&cb->done_seq) == last;
-    // (Not its start time: a new holder writes that just after its claim.)
+    bool over = static_cast<int32_t>(load(&cb->done_seq) - held_seq) >= 0;
     bool stale = !hs || proc::is_zombie(*hs) || over;
     if (!stale || attempt > 8) {
       drop();
       return fail(EBUSY, fmt::format("process {} is being checkpointed already (by process {})",
                                      pid, holder));
     }
-    __atomic_compare_exchange_n(&cb->claim_pid, &holder, 0, false, __ATOMIC_ACQ_REL,
+    __atomic_compare_exchange_n(&cb->claim, &held, uint64_t{0}, false, __ATOMIC_ACQ_REL,
                                 __ATOMIC_ACQUIRE);
+    seq = next_seq();
+    claim_word = (uint64_t{seq} << 32) | static_cast<uint32_t>(me);
   }
-  cb->claim_start = my_start ? my_start->start_time : 0;
+  if (uint32_t now = next_seq(); now != seq) {  // a stale holder had moved on meanwhile
+    seq = now;
+    claim_word = (uint64_t{seq} << 32) | static_cast<uint32_t>(me);
+    store(&cb->claim, claim_word);
+  }
+  p.claim = claim_word;
   // A stopped process would not answer before it is continued. (One in a tracing stop is
   // someone else's: the freeze says so.)
   if (auto ps = proc::read_stat(pid); ps && (ps->state == 'T' || ps->state == 't')) {
     if (ps->state == 'T')
       log::warn("process {} is stopped: it is checkpointed without running its libcr callbacks",
                 pid);
-    store(&cb->claim_pid, 0);
+    store(&cb->claim, uint64_t{0});
     drop();
     return {};
   }
-  uint32_t seq = load(&cb->req_seq) + 1;
-  if (seq == 0 || seq > 0x7fffffff) seq = 1;
   cb->req_requester = req.requester;
   cb->req_target = req.target;
   cb->req_scope = static_cast<int32_t>(req.scope) - 1;  // BLCR's cr_scope_t
@@ -234,7 +244,7 @@ Status LibcrSession::ask(pid_t pid, const LibcrRequest& req) {
   si.si_value.sival_int = static_cast<int>(seq);
   if (::syscall(SYS_rt_sigqueueinfo, pid, libcr::kSignal, &si) < 0) {
     int e = errno;
-    store(&cb->claim_pid, 0);
+    store(&cb->claim, uint64_t{0});
     drop();
     if (e == ESRCH) return {};
     return fail(
@@ -364,7 +374,7 @@ Status mark_restarted(pid_t real_pid, std::span<const image::VmaRecord> vmas, pi
     cb->outcome_value = 0;
     cb->restart_requester = requester;
     std::snprintf(cb->restart_src, sizeof cb->restart_src, "%s", src.c_str());
-    cb->claim_pid = 0;
+    cb->claim = 0;
     cb->outcome_seq = cb->req_seq;
     CRKIT_TRY(inject::write_memory(real_pid, v.start, buf));
     log::info("restarted process {}: told libcr it was restarted", real_pid);

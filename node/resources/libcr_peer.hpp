@@ -101,6 +101,7 @@ class LibcrSession {
     UniqueFd fd;
     libcr::ControlBlock* cb = nullptr;
     uint32_t seq = 0;
+    uint64_t claim = 0;  // what we put in the block's claim word
     bool replied = false, told = false;
   };
   void tell(Peer& p, int outcome, int value);
