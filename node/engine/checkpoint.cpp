@@ -67,9 +67,6 @@ bool may_forward(pid_t from, pid_t member) {
   return true;
 }
 
-// Freezes every member of the request. A member that was not frozen yet may fork, so the
-// process table is read again until a pass finds no new member; frozen processes cannot
-// fork, so this ends.
 // The members of the request plus what libcr callbacks forwarded, minus what they omitted.
 Result<resources::ScopeMembers> members_of(const Request& r) {
   CRKIT_ASSIGN(auto table, proc::read_process_table());
@@ -95,6 +92,9 @@ Result<resources::ScopeMembers> members_of(const Request& r) {
   return members;
 }
 
+// Freezes every member of the request. A member that was not frozen yet may fork, so the
+// process table is read again until a pass finds no new member; frozen processes cannot
+// fork, so this ends.
 Result<FrozenScope> freeze_scope(const Request& r, const std::function<bool()>& keep_going) {
   const Scope scope = r.scope;
   const pid_t id = r.id;
@@ -201,16 +201,12 @@ Status check_request(Scope scope, pid_t id) {
 
 namespace {
 
-Result<Checkpoint> dump_request(const Request& r, image::ImageWriter& w,
-                                const resources::ProgressFn& progress,
-                                const std::function<bool()>& keep_going,
-                                const resources::LibcrSession& session,
-                                const CheckpointOptions& opts);
-
 // Asks the libcr processes of the request (and of what their callbacks forward) to get ready.
 // On error the session tells every process that waits that the checkpoint failed.
-Status run_callbacks(Request& r, resources::LibcrSession& session, const CheckpointOptions& opts,
-                     const std::function<bool()>& keep_going) {
+// Returns the members that are left (not omitted) as of the last round.
+Result<std::vector<pid_t>> run_callbacks(Request& r, resources::LibcrSession& session,
+                                         const CheckpointOptions& opts,
+                                         const std::function<bool()>& keep_going) {
   resources::LibcrRequest req = opts.request;
   if (!req.requester) req.requester = ::getpid();
   req.target = r.id;
@@ -241,51 +237,13 @@ Status run_callbacks(Request& r, resources::LibcrSession& session, const Checkpo
     for (const auto& f : replies.forwarded)
       if (std::find(r.forwarded.begin(), r.forwarded.end(), f) == r.forwarded.end())
         r.forwarded.push_back(f);
-    if (r.forwarded.size() == before) return {};
+    if (r.forwarded.size() == before) {
+      std::erase_if(members.pids, [&](pid_t q) { return r.omitted.count(q) > 0; });
+      return members.pids;
+    }
   }
   return fail(EINVAL, "checkpoint callbacks kept forwarding the request to more processes");
 }
-
-}  // namespace
-
-Result<Checkpoint> checkpoint(Scope scope, pid_t id, image::ImageWriter& w,
-                              const resources::ProgressFn& progress,
-                              const CheckpointOptions& opts) {
-  // The progress callback doubles as the cancellation check while threads are stopping.
-  std::function<bool()> keep_going;
-  if (progress) keep_going = [&progress]() { return progress(0, 0); };
-  Request r{scope, id, {}, {}};
-  resources::LibcrSession session;
-  auto failed = [&](const Error& e) {
-    session.finish(libcr::kOutcomeFailed, e.code, opts.deadline);
-    return e;
-  };
-  if (Status ok = run_callbacks(r, session, opts, keep_going); !ok) return fail(failed(ok.error()));
-  if (auto m = members_of(r); !m || m->pids.empty()) {
-    if (!r.omitted.empty())
-      return fail(
-          failed(Error{ESRCH, fmt::format("no processes checkpointed: all {} of {} {} "
-                                          "were omitted by libcr",
-                                          r.omitted.size(), resources::scope_name(scope), id)}));
-    if (!m) return fail(failed(m.error()));
-  }
-  // libcr processes wait for the outcome meanwhile: they see that we are alive.
-  std::function<bool()> beat_and_go = [&]() {
-    session.heartbeat();
-    return !keep_going || keep_going();
-  };
-  resources::ProgressFn beat_progress = [&](uint64_t done, uint64_t total) {
-    session.heartbeat();
-    return !progress || progress(done, total);
-  };
-  auto c = dump_request(r, w, beat_progress, beat_and_go, session, opts);
-  if (!c) return fail(failed(c.error()));
-  c->libcr = std::move(session);
-  c->omitted.assign(r.omitted.begin(), r.omitted.end());
-  return c;
-}
-
-namespace {
 
 Result<Checkpoint> dump_request(const Request& r, image::ImageWriter& w,
                                 const resources::ProgressFn& progress,
@@ -354,5 +312,40 @@ Result<Checkpoint> dump_request(const Request& r, image::ImageWriter& w,
 }
 
 }  // namespace
+
+Result<Checkpoint> checkpoint(Scope scope, pid_t id, image::ImageWriter& w,
+                              const resources::ProgressFn& progress,
+                              const CheckpointOptions& opts) {
+  // The progress callback doubles as the cancellation check while threads are stopping.
+  std::function<bool()> keep_going;
+  if (progress) keep_going = [&progress]() { return progress(0, 0); };
+  Request r{scope, id, {}, {}};
+  resources::LibcrSession session;
+  auto failed = [&](const Error& e) {
+    session.finish(libcr::kOutcomeFailed, e.code, opts.deadline);
+    return e;
+  };
+  auto left = run_callbacks(r, session, opts, keep_going);
+  if (!left) return fail(failed(left.error()));
+  if (left->empty() && !r.omitted.empty())
+    return fail(
+        failed(Error{ESRCH, fmt::format("no processes checkpointed: all {} of {} {} "
+                                        "were omitted by libcr",
+                                        r.omitted.size(), resources::scope_name(scope), id)}));
+  // libcr processes wait for the outcome meanwhile: they see that we are alive.
+  std::function<bool()> beat_and_go = [&]() {
+    session.heartbeat();
+    return !keep_going || keep_going();
+  };
+  resources::ProgressFn beat_progress = [&](uint64_t done, uint64_t total) {
+    session.heartbeat();
+    return !progress || progress(done, total);
+  };
+  auto c = dump_request(r, w, beat_progress, beat_and_go, session, opts);
+  if (!c) return fail(failed(c.error()));
+  c->libcr = std::move(session);
+  c->omitted.assign(r.omitted.begin(), r.omitted.end());
+  return c;
+}
 
 }  // namespace crkit::engine

@@ -88,10 +88,10 @@ int wait_outcome(uint32_t seq) {
     if (o == seq) break;
     // A later request's outcome: ours was abandoned (its requester gave up on it).
     if (o && static_cast<int32_t>(o - seq) > 0) return -CR_ETEMPFAIL;
-    long r = futex_wait(&cb->outcome_seq, o, kLivenessCheckMs, true);
-    if (r < 0 && errno == ETIMEDOUT) reap_exited(seq);
-    if (r < 0 && errno == ETIMEDOUT && load(&cb->outcome_seq) != seq &&
-        requester_gone(&beat, &quiet)) {
+    if (futex_wait(&cb->outcome_seq, o, kLivenessCheckMs, true) == 0 || errno != ETIMEDOUT)
+      continue;
+    reap_exited(seq);
+    if (load(&cb->outcome_seq) != seq && requester_gone(&beat, &quiet)) {
       // Nobody will answer: the checkpoint did not happen.
       if (cas(&cb->outcome_seq, o, seq)) {  // unless an outcome came meanwhile
         cb->outcome_code = kOutcomeFailed;
@@ -255,6 +255,16 @@ void start_signal_phase(uint32_t seq, pid_t me) {
   ::syscall(SYS_close, dir);
 }
 
+// This thread's signal-context callbacks, last registered first, then its hook.
+int run_signal_callbacks(ThreadRec* rec, uint32_t seq) {
+  Chain c{rec->sig_cbs, rec->n_sig_cbs, false, nullptr, seq, signal_bottom};
+  rec->chain = &c;
+  int r = run_chain(c, c.n - 1);
+  rec->chain = nullptr;
+  run_hook(CR_HOOK_CONT_SIGNAL_CONTEXT, r);
+  return r;
+}
+
 // What the driver does once thread-context callbacks (if any) have reached cr_checkpoint():
 // the signal-context phase, its own callbacks, the reply.
 int driver_bottom(Chain& c, int flags) {
@@ -262,14 +272,8 @@ int driver_bottom(Chain& c, int flags) {
   ThreadRec* rec = self_rec();
   bool abort = (load(&g.round.flags) & CR_CHECKPOINT_ABORT_MASK) != 0;
   if (!abort) start_signal_phase(c.seq, sys_gettid());
-  if (!abort && rec && !rec->is_callback_thread && rec->n_sig_cbs > 0 && !rec->chain) {
-    Chain own{rec->sig_cbs, rec->n_sig_cbs, false, nullptr, c.seq, signal_bottom};
-    rec->chain = &own;
-    int r = run_chain(own, own.n - 1);
-    rec->chain = nullptr;
-    run_hook(CR_HOOK_CONT_SIGNAL_CONTEXT, r);
-    return r;
-  }
+  if (!abort && rec && !rec->is_callback_thread && rec->n_sig_cbs > 0 && !rec->chain)
+    return run_signal_callbacks(rec, c.seq);
   return arrive_and_wait(c.seq, 0, true);
 }
 
@@ -287,7 +291,6 @@ void load_request_info(uint32_t seq) {
   r.rinfo.src = r.src;
   r.flags = 0;
   r.code = 0;
-  r.aborted = false;
   r.n_signaled = 0;
   uint32_t token = 0;
   while (token == 0) {  // 31 random bits (getrandom is a plain system call)
@@ -299,7 +302,6 @@ void load_request_info(uint32_t seq) {
   r.arrivals = 1;  // the driver's own arrival; other participants add theirs
   r.departures = 1;
   cb->n_forwards = 0;
-  (void)seq;
 }
 
 // Runs request seq from the thread that drives it (the callback thread, the thread that got
@@ -310,18 +312,17 @@ void drive(uint32_t seq) {
     while (uint32_t n = load(&g.cs_count)) futex_wait(&g.cs_count, n, -1, false);
   load_request_info(seq);
   store(&g.round.state, static_cast<uint32_t>(CR_STATE_ACTIVE));
-  ThreadRec* rec = me;
   int result;
-  if (rec && rec->is_callback_thread && g.n_tc_cbs > 0) {
+  if (me && me->is_callback_thread && g.n_tc_cbs > 0) {
     Chain c{g.tc_cbs, g.n_tc_cbs, true, nullptr, seq, driver_bottom};
-    rec->chain = &c;
+    me->chain = &c;
     result = run_chain(c, c.n - 1);
-    rec->chain = nullptr;
+    me->chain = nullptr;
     run_hook(CR_HOOK_CONT_THREAD_CONTEXT, result);
   } else {
     Chain c{nullptr, 0, false, nullptr, seq, driver_bottom};
     result = driver_bottom(c, 0);
-    if (!rec || rec->n_sig_cbs == 0 || rec->is_callback_thread)
+    if (!me || me->n_sig_cbs == 0 || me->is_callback_thread)
       run_hook(CR_HOOK_CONT_NO_CALLBACKS, result);
   }
   depart(seq);
@@ -402,11 +403,7 @@ void on_phase_signal(uint32_t seq) {
   if (load(&g.round.seq) != seq || (rec && rec->chain)) return;
   if (!claim_signaled(sys_gettid())) return;
   if (rec && rec->n_sig_cbs > 0) {
-    Chain c{rec->sig_cbs, rec->n_sig_cbs, false, nullptr, seq, signal_bottom};
-    rec->chain = &c;
-    int r = run_chain(c, c.n - 1);
-    rec->chain = nullptr;
-    run_hook(CR_HOOK_CONT_SIGNAL_CONTEXT, r);
+    run_signal_callbacks(rec, seq);
   } else {
     bool held = hold_of(rec) != CR_HOLD_NONE;
     int r = arrive_and_wait(seq, 0, held);

@@ -3,7 +3,6 @@
 // place in crkit with global mutable state: a signal handler has nowhere else to find it.
 #pragma once
 
-#include <linux/futex.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/syscall.h>
@@ -15,40 +14,13 @@
 #include "libcr.h"
 #pragma GCC visibility pop
 #include "libcr/control_block.h"
+#include "libcr/sync_words.h"
 
 #define CR_EXPORT __attribute__((visibility("default")))
 
 namespace crkit::libcr {
 
-// ---- primitives (all async-signal-safe) ----
-template <typename T>
-inline T load(const T* p) {
-  return __atomic_load_n(p, __ATOMIC_ACQUIRE);
-}
-template <typename T>
-inline void store(T* p, T v) {
-  __atomic_store_n(p, v, __ATOMIC_RELEASE);
-}
-template <typename T>
-inline T add(T* p, T v) {  // returns the new value
-  return __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL);
-}
-template <typename T>
-inline bool cas(T* p, T expected, T desired) {
-  return __atomic_compare_exchange_n(p, &expected, desired, false, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE);
-}
-
-// shared: the word may be in memory another process maps (the control block).
-inline long futex_wait(uint32_t* addr, uint32_t val, long timeout_ms, bool shared) {
-  struct timespec ts = {timeout_ms / 1000, (timeout_ms % 1000) * 1000000};
-  return ::syscall(SYS_futex, addr, shared ? FUTEX_WAIT : FUTEX_WAIT_PRIVATE, val,
-                   timeout_ms >= 0 ? &ts : nullptr, nullptr, 0);
-}
-inline void futex_wake(uint32_t* addr, bool shared) {
-  ::syscall(SYS_futex, addr, shared ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE, 0x7fffffff, nullptr, nullptr,
-            0);
-}
+// ---- primitives (all async-signal-safe; the atomics and futexes are in sync_words.h) ----
 inline pid_t sys_gettid() {
   return static_cast<pid_t>(::syscall(SYS_gettid));
 }
@@ -116,7 +88,6 @@ struct Round {
   int32_t departures;           // participants still to finish their callbacks
   int32_t flags;                // abort flags of all cr_checkpoint() calls (OR)
   int32_t code;                 // first user code of a *_FAILURE_CODE(v)
-  bool aborted;
   cr_checkpoint_info info;
   char dest[kPathMax];
   cr_restart_info rinfo;

@@ -31,11 +31,6 @@ Handle* find_handle(unsigned long h) {
   return nullptr;
 }
 
-struct Buf {
-  char* data = nullptr;
-  size_t len = 0;
-};
-
 // Where crkit's tools are: $CRKIT_BINDIR, the install directory, or the build tree.
 bool tool_path(const char* name, char* out, size_t n) {
   // (secure_getenv: a set-id program must not run a tool of the caller's choosing)

@@ -40,9 +40,11 @@ bool is_tty_device(dev_t rdev) {
   return maj == 4 || (maj >= 136 && maj <= 143) || (maj == 5 && (min == 0 || min == 1));
 }
 
-// The record of one descriptor, or nothing when it was closed meanwhile.
-Result<std::optional<image::FdRecord>> describe_fd(pid_t pid, int fd, FilesDump& out,
-                                                   uint32_t* next_content) {
+// The record of one descriptor, or nothing when it was closed meanwhile or is one of the
+// image being written (skip_file).
+Result<std::optional<image::FdRecord>> describe_fd(
+    pid_t pid, int fd, FilesDump& out, uint32_t* next_content,
+    const std::optional<image::FileIdentity>& skip_file) {
   std::string link_path = fmt::format("/proc/{}/fd/{}", pid, fd);
   auto link = proc::read_link(link_path);
   if (!link) return std::optional<image::FdRecord>();
@@ -59,7 +61,6 @@ Result<std::optional<image::FdRecord>> describe_fd(pid_t pid, int fd, FilesDump&
                 fmt::format("process {}: fd {} ({}) cannot be checkpointed: {} is not supported",
                             pid, fd, *link, kind));
   };
-  if (info.flags & O_PATH) return unsupported("an O_PATH descriptor");
   if (link->rfind("anon_inode:", 0) == 0) {
     std::string kind = link->substr(11);
     kind.erase(
@@ -71,6 +72,11 @@ Result<std::optional<image::FdRecord>> describe_fd(pid_t pid, int fd, FilesDump&
   if (::stat(link_path.c_str(), &st) < 0)
     return fail_errno(fmt::format("examining fd {} of process {}", fd, pid));
   r.id = file_identity(st);
+  if (skip_file && r.id.dev == skip_file->dev && r.id.ino == skip_file->ino) {
+    log::info("process {}: fd {} is the image being written: not saved", pid, fd);
+    return std::optional<image::FdRecord>();
+  }
+  if (info.flags & O_PATH) return unsupported("an O_PATH descriptor");
   r.size_at_checkpoint = static_cast<uint64_t>(st.st_size);
   if (S_ISREG(st.st_mode)) {
     if (ends_with(*link, " (deleted)") || st.st_nlink == 0) {
@@ -141,16 +147,7 @@ Result<FilesDump> dump_files(std::span<const pid_t> pids, const SkipFds& skip) {
     auto own = skip.by_pid.find(pid);
     for (int fd : fds) {
       if (own != skip.by_pid.end() && own->second.count(fd)) continue;
-      if (skip.image_file) {
-        struct stat st {};
-        if (::stat(fmt::format("/proc/{}/fd/{}", pid, fd).c_str(), &st) == 0 &&
-            file_identity(st).dev == skip.image_file->dev &&
-            file_identity(st).ino == skip.image_file->ino) {
-          log::info("process {}: fd {} is the image being written: not saved", pid, fd);
-          continue;
-        }
-      }
-      CRKIT_ASSIGN(auto r, describe_fd(pid, fd, out, &next_content));
+      CRKIT_ASSIGN(auto r, describe_fd(pid, fd, out, &next_content, skip.image_file));
       if (r) out.fds.push_back(std::move(*r));
     }
   }

@@ -1,7 +1,6 @@
 #include "resources/libcr_peer.hpp"
 
 #include <fcntl.h>
-#include <linux/futex.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -12,37 +11,26 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
-#include <thread>
 
 #include <fmt/format.h>
 
 #include "common/cr_errors.hpp"
 #include "common/log.hpp"
+#include "common/unique_fd.hpp"
 #include "inject/remote_memory.hpp"
 #include "libcr/control_block.h"
+#include "libcr/sync_words.h"
 #include "proc/proc.hpp"
 
 namespace crkit::resources {
 namespace {
 
+using libcr::cas;
 using libcr::ControlBlock;
-
-template <typename T>
-T load(const T* p) {
-  return __atomic_load_n(p, __ATOMIC_ACQUIRE);
-}
-template <typename T>
-void store(T* p, T v) {
-  __atomic_store_n(p, v, __ATOMIC_RELEASE);
-}
-
-void futex_wait(uint32_t* addr, uint32_t val, long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
-  ::syscall(SYS_futex, addr, FUTEX_WAIT, val, &ts, nullptr, 0);
-}
-void futex_wake(uint32_t* addr) {
-  ::syscall(SYS_futex, addr, FUTEX_WAKE, 0x7fffffff, nullptr, nullptr, 0);
-}
+using libcr::futex_wait;
+using libcr::futex_wake;
+using libcr::load;
+using libcr::store;
 
 bool alive(pid_t pid) {
   return ::kill(pid, 0) == 0 || errno == EPERM;
@@ -101,9 +89,7 @@ void LibcrSession::release() {
   for (auto& p : peers_) {
     if (!p.cb) continue;
     if (!p.told) tell(p, libcr::kOutcomeFailed, kCrETempFail);
-    uint64_t mine = p.claim;
-    __atomic_compare_exchange_n(&p.cb->claim, &mine, uint64_t{0}, false, __ATOMIC_ACQ_REL,
-                                __ATOMIC_ACQUIRE);
+    cas(&p.cb->claim, p.claim, uint64_t{0});  // (unless it was taken over)
     ::munmap(p.cb, sizeof(ControlBlock));
     p.cb = nullptr;
   }
@@ -145,9 +131,8 @@ Status LibcrSession::ask(pid_t pid, const LibcrRequest& req) {
       ::mmap(nullptr, sizeof(ControlBlock), PROT_READ | PROT_WRITE, MAP_SHARED, mine.get(), 0);
   if (m == MAP_FAILED)
     return fail_errno(fmt::format("process {}: mapping its libcr control block", pid));
-  Peer p;
+  Peer p;  // (the mapping keeps the memfd; our descriptor closes on return)
   p.pid = pid;
-  p.fd = std::move(mine);
   p.cb = static_cast<ControlBlock*>(m);
   ControlBlock* cb = p.cb;
   auto drop = [&]() { ::munmap(m, sizeof(ControlBlock)); };
@@ -189,11 +174,11 @@ Status LibcrSession::ask(pid_t pid, const LibcrRequest& req) {
     uint32_t n = load(&cb->req_seq) + 1;
     return n == 0 || n > 0x7fffffff ? 1u : n;
   };
+  auto claim_word = [&](uint32_t seq) { return (uint64_t{seq} << 32) | static_cast<uint32_t>(me); };
   uint32_t seq = next_seq();
-  uint64_t claim_word = (uint64_t{seq} << 32) | static_cast<uint32_t>(me);
   for (int attempt = 0;; ++attempt) {
     uint64_t held = 0;
-    if (__atomic_compare_exchange_n(&cb->claim, &held, claim_word, false, __ATOMIC_ACQ_REL,
+    if (__atomic_compare_exchange_n(&cb->claim, &held, claim_word(seq), false, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE))
       break;
     const pid_t holder = static_cast<pid_t>(held & 0xffffffff);
@@ -207,17 +192,14 @@ Status LibcrSession::ask(pid_t pid, const LibcrRequest& req) {
       return fail(EBUSY, fmt::format("process {} is being checkpointed already (by process {})",
                                      pid, holder));
     }
-    __atomic_compare_exchange_n(&cb->claim, &held, uint64_t{0}, false, __ATOMIC_ACQ_REL,
-                                __ATOMIC_ACQUIRE);
+    cas(&cb->claim, held, uint64_t{0});
     seq = next_seq();
-    claim_word = (uint64_t{seq} << 32) | static_cast<uint32_t>(me);
   }
   if (uint32_t now = next_seq(); now != seq) {  // a stale holder had moved on meanwhile
     seq = now;
-    claim_word = (uint64_t{seq} << 32) | static_cast<uint32_t>(me);
-    store(&cb->claim, claim_word);
+    store(&cb->claim, claim_word(seq));
   }
-  p.claim = claim_word;
+  p.claim = claim_word(seq);
   // A stopped process would not answer before it is continued. (One in a tracing stop is
   // someone else's: the freeze says so.)
   if (auto ps = proc::read_stat(pid); ps && (ps->state == 'T' || ps->state == 't')) {
@@ -299,7 +281,7 @@ Result<LibcrReplies> LibcrSession::wait_replies(const Deadline& deadline,
                                          waiting->pid));
     if (keep_going && !keep_going())
       return fail(EINTR, "the checkpoint was cancelled while callbacks ran");
-    futex_wait(&waiting->cb->reply_seq, load(&waiting->cb->reply_seq), 50);
+    futex_wait(&waiting->cb->reply_seq, load(&waiting->cb->reply_seq), 50, true);
   }
 }
 
@@ -309,7 +291,6 @@ std::set<int> LibcrSession::private_fds(pid_t pid) const {
     if (p.pid == pid) {
       uint32_t n = std::min<uint32_t>(load(&p.cb->n_private_fds), libcr::kMaxPrivateFds);
       for (uint32_t i = 0; i < n; ++i) out.insert(p.cb->private_fds[i]);
-      out.insert(-1);  // marks pid as a libcr process
     }
   return out;
 }
@@ -338,7 +319,7 @@ void LibcrSession::tell(Peer& p, int outcome, int value) {
   cb->outcome_code = outcome;
   cb->outcome_value = value;
   store(&cb->outcome_seq, p.seq);
-  futex_wake(&cb->outcome_seq);
+  futex_wake(&cb->outcome_seq, true);
   p.told = true;
 }
 
@@ -349,7 +330,7 @@ void LibcrSession::finish(int outcome, int value, const Deadline& deadline) {
     while (static_cast<int32_t>(load(&p.cb->done_seq) - p.seq) < 0 && alive(p.pid) &&
            !past(deadline)) {
       heartbeat();
-      futex_wait(&p.cb->done_seq, load(&p.cb->done_seq), 50);
+      futex_wait(&p.cb->done_seq, load(&p.cb->done_seq), 50, true);
     }
   }
   release();

@@ -21,7 +21,6 @@
 #include <vector>
 
 #include "common/result.hpp"
-#include "common/unique_fd.hpp"
 #include "image/schema.hpp"
 #include "resources/process_tree.hpp"
 
@@ -98,7 +97,6 @@ class LibcrSession {
  private:
   struct Peer {
     pid_t pid = 0;
-    UniqueFd fd;
     libcr::ControlBlock* cb = nullptr;
     uint32_t seq = 0;
     uint64_t claim = 0;  // what we put in the block's claim word
