@@ -1,10 +1,12 @@
 #include "engine/checkpoint.hpp"
 
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <ctime>
 #include <set>
 
@@ -13,9 +15,11 @@
 #include "common/cr_errors.hpp"
 #include "common/log.hpp"
 #include "engine/remote_scratch.hpp"
+#include "inject/cow_copy.hpp"
 #include "libcr/control_block.h"
 #include "proc/proc.hpp"
 #include "resources/files.hpp"
+#include "resources/page_pipeline.hpp"
 #include "resources/process.hpp"
 #include "resources/threads.hpp"
 
@@ -245,6 +249,77 @@ Result<std::vector<pid_t>> run_callbacks(Request& r, resources::LibcrSession& se
   return fail(EINVAL, "checkpoint callbacks kept forwarding the request to more processes");
 }
 
+// Under --cow, pages of these mappings are read while the process is still frozen: the copy
+// would not have them as they are (shared memory is shared with the running original, not
+// copied; MADV_DONTFORK regions are missing in a fork, MADV_WIPEONFORK ones are zero).
+bool read_while_frozen(const image::VmaRecord& v) {
+  return (v.map_flags & MAP_SHARED) || (v.vm_flags & (image::kVmDontFork | image::kVmWipeOnFork));
+}
+
+// Saves the memory of every process. Without COW all of it is read from the frozen processes.
+// With COW each process forks a snapshot of itself; what the snapshots cannot hold is read
+// first, then the processes are released and the rest is read from the snapshots while they
+// run. On return the snapshots are gone (killed and reaped).
+Status dump_memory(inject::FrozenTree& tree, const std::vector<ProcessDump>& dumps,
+                   image::ImageWriter& w, const resources::ProgressFn& progress,
+                   const CheckpointOptions& opts, CheckpointStats& stats) {
+  uint64_t total = 0, base = 0;
+  for (const auto& d : dumps) total += d.memory.candidate_pages * 4096;
+  resources::ProgressFn sub = [&](uint64_t done, uint64_t) {
+    return !progress || progress(base + done, total);
+  };
+  auto save = [&](const std::vector<resources::CaptureRun>& runs) -> Status {
+    CRKIT_ASSIGN(auto st, resources::dump_pages(runs, w, opts.pipeline, sub));
+    for (const auto& r : runs) base += r.npages * 4096;
+    stats.pages_written += st.pages_written;
+    stats.zero_pages_skipped += st.zero_pages_skipped;
+    stats.memory_bytes += st.raw_bytes;
+    stats.stored_bytes += st.stored_bytes;
+    stats.workers = std::max(stats.workers, st.workers);
+    return {};
+  };
+  std::vector<resources::CaptureRun> frozen_runs, later_runs;
+  if (!opts.cow) {
+    for (const auto& d : dumps)
+      for (const auto& r : resources::capture_runs(d.process.pid, d.process.pid, d.memory))
+        frozen_runs.push_back(r);
+    return save(frozen_runs);
+  }
+  std::vector<inject::CowCopy> copies;
+  for (size_t i = 0; i < dumps.size(); ++i) {
+    const auto& d = dumps[i];
+    const pid_t pid = d.process.pid;
+    pid_t source = pid;
+    if (auto copy = inject::CowCopy::fork_from(tree.processes()[i]); copy) {
+      source = copy->pid();
+      copies.push_back(std::move(*copy));
+    } else {
+      log::warn(
+          "process {}: no copy-on-write snapshot ({}); its memory is saved while it is "
+          "frozen",
+          pid, copy.error().message);
+    }
+    // Runs and mappings are both in address order.
+    auto v = d.memory.vmas.begin();
+    for (const auto& r : resources::capture_runs(pid, source, d.memory)) {
+      while (v != d.memory.vmas.end() && v->end <= r.start) ++v;
+      const bool now = source == pid || (v != d.memory.vmas.end() && read_while_frozen(*v));
+      (now ? frozen_runs : later_runs).push_back(r);
+      if (now) frozen_runs.back().source = pid;
+    }
+  }
+  CRKIT_TRY(save(frozen_runs));
+  // Everything the image needs from the processes themselves is written: let them go on.
+  tree.release();
+  stats.cow = !copies.empty();
+  stats.frozen_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stats.freeze_start).count();
+  Status saved = save(later_runs);
+  for (auto& c : copies)
+    stats.reap_frozen_seconds = std::max(stats.reap_frozen_seconds, c.discard());
+  return saved;
+}
+
 Result<Checkpoint> dump_request(const Request& r, image::ImageWriter& w,
                                 const resources::ProgressFn& progress,
                                 const std::function<bool()>& keep_going,
@@ -252,6 +327,7 @@ Result<Checkpoint> dump_request(const Request& r, image::ImageWriter& w,
                                 const CheckpointOptions& opts) {
   const Scope scope = r.scope;
   const pid_t id = r.id;
+  const auto freeze_start = std::chrono::steady_clock::now();
   CRKIT_ASSIGN(FrozenScope frozen, freeze_scope(r, keep_going));
   if (session.any_gave_up())
     return fail(kCrETempFail,
@@ -281,6 +357,7 @@ Result<Checkpoint> dump_request(const Request& r, image::ImageWriter& w,
   CRKIT_TRY(w.write_file_header());
   CRKIT_TRY(w.write(image_info(scope, id, dumps)));
   Checkpoint c;
+  c.stats.freeze_start = freeze_start;
   for (const auto& d : dumps) {
     CRKIT_TRY(w.write(d.process));
     for (const auto& th : d.threads) CRKIT_TRY(w.write(th));
@@ -291,18 +368,10 @@ Result<Checkpoint> dump_request(const Request& r, image::ImageWriter& w,
     c.stats.vmas += d.memory.vmas.size();
   }
   CRKIT_TRY(resources::write_file_contents(files, w));
-  // Progress over the memory of all processes together.
-  uint64_t total = 0, base = 0;
-  for (const auto& d : dumps) total += d.memory.candidate_pages * 4096;
-  for (const auto& d : dumps) {
-    auto sub = [&](uint64_t done, uint64_t) { return !progress || progress(base + done, total); };
-    CRKIT_ASSIGN(auto mstats, resources::write_memory_pages(d.process.pid, d.memory, w, sub));
-    base += d.memory.candidate_pages * 4096;
-    c.stats.pages_written += mstats.pages_written;
-    c.stats.zero_pages_skipped += mstats.zero_pages_skipped;
-  }
+  CRKIT_TRY(dump_memory(frozen.tree, dumps, w, progress, opts, c.stats));
   CRKIT_TRY(w.finish());
 
+  c.pids = pids;
   c.frozen = std::move(frozen.tree);
   c.stats.processes = dumps.size();
   c.stats.fds = files.fds.size();

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "inject/freezer.hpp"
 #include "resources/libcr_peer.hpp"
 #include "resources/memory.hpp"
+#include "resources/page_pipeline.hpp"
 #include "resources/process_tree.hpp"
 
 namespace crkit::engine {
@@ -27,11 +29,22 @@ struct CheckpointStats {
   uint64_t zero_pages_skipped = 0;
   uint64_t fds = 0;
   uint64_t image_bytes = 0;
-  double frozen_seconds = 0;  // filled by the caller once it releases the target
+  uint64_t memory_bytes = 0;  // bytes of page data saved (zero pages left out)
+  uint64_t stored_bytes = 0;  // their size in the image (after compression)
+  unsigned workers = 0;       // threads of the page pipeline
+  std::chrono::steady_clock::time_point freeze_start;  // when the first process was frozen
+  // With a copy-on-write snapshot (cow) the engine released the processes itself, after
+  // frozen_seconds; then each was frozen once more, for at most reap_frozen_seconds, to reap
+  // its snapshot. Otherwise they are still frozen and frozen_seconds is 0.
+  bool cow = false;
+  double frozen_seconds = 0;
+  double reap_frozen_seconds = 0;
 };
 
 struct Checkpoint {
-  inject::FrozenTree frozen;  // still frozen: the caller applies the after-dump policy
+  inject::FrozenTree frozen;  // still frozen (unless stats.cow): the caller applies the
+                              // after-dump policy
+  std::vector<pid_t> pids;    // the processes of the image, root first
   CheckpointStats stats;
   std::vector<pid_t> zombies;  // skipped (exited, not yet reaped)
   std::vector<pid_t> omitted;  // left out by libcr (callbacks or libcr_omit)
@@ -46,6 +59,11 @@ struct CheckpointOptions {
   // Called once every libcr process has its request, with the request's number in the
   // block of `request.requester` (0 if it was not asked): libcr's self-requests wait for it.
   std::function<void(uint32_t)> on_requested;
+  // How memory is saved: compression and threads of the page pipeline, and whether to read
+  // it from copy-on-write snapshots while the processes already run again (the caller
+  // decides when that is safe: the processes must continue after the checkpoint).
+  resources::PipelineOptions pipeline;
+  bool cow = false;
   // The image file (its identity): a target's descriptors of it are not saved.
   std::optional<image::FileIdentity> image_file;
 };

@@ -96,6 +96,7 @@ Result<LoadedImage> load_image(image::ImageReader& reader) {
         break;
       }
       case image::RecordType::Pages:
+      case image::RecordType::PageBatch:
         img.first_pages = std::move(*rec);
         break;
       default:

@@ -635,8 +635,8 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
   CRKIT_TRY(each([&](Restoring& r) { return prepare(r, img, r.index == 0); }));
   std::map<pid_t, resources::RestoreTarget*> targets;
   for (auto& r : procs) targets[r->t.vpid] = &r->t;
-  CRKIT_TRY(resources::fill_pages(targets, reader, std::move(img.first_pages), opts.progress,
-                                  img.page_bytes));
+  CRKIT_TRY(resources::fill_pages(targets, reader, std::move(img.first_pages), opts.pipeline,
+                                  opts.progress, img.page_bytes));
   CRKIT_TRY(each(restore_state));
   CRKIT_TRY(restore_groups(procs, plan));
   CRKIT_TRY(each([&](Restoring& r) {

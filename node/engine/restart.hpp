@@ -12,6 +12,7 @@
 #include "common/result.hpp"
 #include "common/unique_fd.hpp"
 #include "resources/memory.hpp"
+#include "resources/page_pipeline.hpp"
 
 namespace crkit::engine {
 
@@ -21,6 +22,7 @@ struct RestartOptions {
   bool restore_sid = false;
   std::vector<std::pair<std::string, std::string>> relocations;
   resources::ProgressFn progress;
+  resources::PipelineOptions pipeline;  // threads that read and fill memory
   // Polled while the restart waits for its stand-ins: a signal number cancels the restart
   // (everything made so far is killed; EINTR).
   std::function<int()> cancel_signal;

@@ -28,6 +28,8 @@ const char* record_type_name(RecordType t) {
       return "FileContent";
     case RecordType::Pages:
       return "Pages";
+    case RecordType::PageBatch:
+      return "PageBatch";
     case RecordType::Index:
       return "Index";
     case RecordType::End:
@@ -590,6 +592,30 @@ Status decode(Decoder& d, PagesHeader& v) {
   CRKIT_GET(v.npages, d.u32("npages"));
   CRKIT_GET(v.compression, d.u32("compression"));
   CRKIT_GET(v.raw_size, d.u64("raw_size"));
+  return {};
+}
+
+void encode(Encoder& e, const PageBatchHeader& v) {
+  e.i32(v.pid);
+  e.u32(v.compression);
+  e.u64(v.raw_size);
+  e.u32(static_cast<uint32_t>(v.extents.size()));
+  for (const auto& x : v.extents) {
+    e.u64(x.vaddr);
+    e.u32(x.npages);
+  }
+}
+
+Status decode(Decoder& d, PageBatchHeader& v) {
+  CRKIT_GET(v.pid, d.i32("pid"));
+  CRKIT_GET(v.compression, d.u32("compression"));
+  CRKIT_GET(v.raw_size, d.u64("raw_size"));
+  CRKIT_ASSIGN(uint32_t n, read_count(d, "extents", 12));
+  v.extents.assign(n, PageExtent{});
+  for (auto& x : v.extents) {
+    CRKIT_GET(x.vaddr, d.u64("extents.vaddr"));
+    CRKIT_GET(x.npages, d.u32("extents.npages"));
+  }
   return {};
 }
 

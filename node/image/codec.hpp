@@ -60,6 +60,7 @@ void encode(Encoder& e, const VmaRecord& v);
 void encode(Encoder& e, const FdRecord& v);
 void encode(Encoder& e, const FileContentHeader& v);
 void encode(Encoder& e, const PagesHeader& v);
+void encode(Encoder& e, const PageBatchHeader& v);
 void encode(Encoder& e, const IndexRecord& v);
 void encode(Encoder& e, const EndRecord& v);
 
@@ -70,6 +71,7 @@ Status decode(Decoder& d, VmaRecord& v);
 Status decode(Decoder& d, FdRecord& v);
 Status decode(Decoder& d, FileContentHeader& v);
 Status decode(Decoder& d, PagesHeader& v);
+Status decode(Decoder& d, PageBatchHeader& v);
 Status decode(Decoder& d, IndexRecord& v);
 Status decode(Decoder& d, EndRecord& v);
 

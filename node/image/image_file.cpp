@@ -96,13 +96,15 @@ Status ImageWriter::write_file_header() {
 }
 
 Status ImageWriter::write_record_parts(RecordType type,
-                                       std::span<const std::span<const uint8_t>> parts) {
+                                       std::span<const std::span<const uint8_t>> parts,
+                                       std::optional<uint32_t> payload_crc) {
   uint64_t length = 0;
   uint32_t crc = 0;
   for (const auto& p : parts) {
     length += p.size();
-    crc = crc32c(p, crc);
+    if (!payload_crc) crc = crc32c(p, crc);
   }
+  if (payload_crc) crc = *payload_crc;
   if (length > kMaxRecordPayload)
     return fail(EINVAL, fmt::format("writing image {}: {} record of {} bytes exceeds the limit of "
                                     "{} bytes per record",
@@ -146,6 +148,22 @@ Status ImageWriter::write_pages(const PagesHeader& h, std::span<const uint8_t> d
   encode(e, h);
   std::span<const uint8_t> parts[2] = {e.buffer(), data};
   return write_record_parts(RecordType::Pages, parts);
+}
+
+PreparedRecord prepare_page_batch(const PageBatchHeader& h, std::span<const uint8_t> data) {
+  PreparedRecord r;
+  r.type = RecordType::PageBatch;
+  Encoder e;
+  encode(e, h);
+  r.head = std::move(e.buffer());
+  r.body = data;
+  r.payload_crc = crc32c(data, crc32c(r.head));
+  return r;
+}
+
+Status ImageWriter::write_prepared(const PreparedRecord& r) {
+  std::span<const uint8_t> parts[2] = {r.head, r.body};
+  return write_record_parts(r.type, parts, r.payload_crc);
 }
 
 Status ImageWriter::write_file_content(const FileContentHeader& h, std::span<const uint8_t> data) {
@@ -365,6 +383,33 @@ Result<std::pair<PagesHeader, std::span<const uint8_t>>> decode_pages(
     return fail(EIO, fmt::format("{}: {} bytes of page data but raw_size is {} (corrupted image)",
                                  record_prefix(r, image_name), data.size(), h.raw_size));
   return std::pair<PagesHeader, std::span<const uint8_t>>{h, data};
+}
+
+Result<std::pair<PageBatchHeader, std::span<const uint8_t>>> decode_page_batch(
+    const RawRecord& r, const std::string& image_name) {
+  if (r.header.type != RecordType::PageBatch)
+    return fail(EINVAL, record_prefix(r, image_name) + ": not a PageBatch record");
+  PageBatchHeader h;
+  Decoder d(r.payload);
+  Status s = decode(d, h);
+  if (!s) return fail(s.error().context(record_prefix(r, image_name)));
+  std::span<const uint8_t> data = d.rest();
+  uint64_t pages = 0;
+  for (const auto& x : h.extents) {
+    if (x.vaddr % 4096 != 0 || x.npages == 0)
+      return fail(EIO, fmt::format("{}: extent {:#x} of {} pages is not a page-aligned, "
+                                   "non-empty range (corrupted image)",
+                                   record_prefix(r, image_name), x.vaddr, x.npages));
+    pages += x.npages;
+  }
+  if (pages * 4096 != h.raw_size)
+    return fail(EIO, fmt::format("{}: the extents hold {} pages but raw_size is {} (corrupted "
+                                 "image)",
+                                 record_prefix(r, image_name), pages, h.raw_size));
+  if (h.compression == 0 && data.size() != h.raw_size)
+    return fail(EIO, fmt::format("{}: {} bytes of page data but raw_size is {} (corrupted image)",
+                                 record_prefix(r, image_name), data.size(), h.raw_size));
+  return std::pair<PageBatchHeader, std::span<const uint8_t>>{std::move(h), data};
 }
 
 Result<std::pair<FileContentHeader, std::span<const uint8_t>>> decode_file_content(

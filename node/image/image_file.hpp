@@ -15,6 +15,17 @@
 
 namespace crkit::image {
 
+// A record made ready away from the writer (in a worker thread): its payload in two pieces and
+// their checksum, so that the writer only has to write it.
+struct PreparedRecord {
+  RecordType type{};
+  std::vector<uint8_t> head;      // encoded header fields
+  std::span<const uint8_t> body;  // data, owned by the caller until written
+  uint32_t payload_crc = 0;
+};
+// A PageBatch record of header h and data (compressed, or raw when h.compression is None).
+PreparedRecord prepare_page_batch(const PageBatchHeader& h, std::span<const uint8_t> data);
+
 // Writes an image front to back to a file descriptor it does not own (file, pipe, socket).
 // Errors name the destination and carry the errno (ENOSPC, EPIPE, ...).
 class ImageWriter {
@@ -31,6 +42,8 @@ class ImageWriter {
   }
   // One Pages record: header + data (data.size() == npages * page_size).
   Status write_pages(const PagesHeader& h, std::span<const uint8_t> data);
+  // A record prepared by prepare_page_batch() (its checksum is not computed again).
+  Status write_prepared(const PreparedRecord& r);
   // One FileContent record.
   Status write_file_content(const FileContentHeader& h, std::span<const uint8_t> data);
   // Writes Index and End; after this the image is complete.
@@ -43,7 +56,8 @@ class ImageWriter {
   // Writes all of iov[0..n) (retrying on EINTR and short writes); iov is modified.
   Status writev_all(struct iovec* iov, int n);
   // Writes one record whose payload is the concatenation of parts.
-  Status write_record_parts(RecordType type, std::span<const std::span<const uint8_t>> parts);
+  Status write_record_parts(RecordType type, std::span<const std::span<const uint8_t>> parts,
+                            std::optional<uint32_t> payload_crc = std::nullopt);
   int fd_;
   std::string name_;
   uint64_t offset_ = 0;
@@ -113,6 +127,10 @@ Result<T> decode_record(const RawRecord& r, const std::string& image_name) {
 
 // Splits a Pages record payload into header and page data.
 Result<std::pair<PagesHeader, std::span<const uint8_t>>> decode_pages(
+    const RawRecord& r, const std::string& image_name);
+// Splits a PageBatch record payload into header and (possibly compressed) data, checking that
+// the extents are page-aligned and add up to raw_size.
+Result<std::pair<PageBatchHeader, std::span<const uint8_t>>> decode_page_batch(
     const RawRecord& r, const std::string& image_name);
 Result<std::pair<FileContentHeader, std::span<const uint8_t>>> decode_file_content(
     const RawRecord& r, const std::string& image_name);

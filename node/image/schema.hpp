@@ -1,4 +1,4 @@
-// The image schema, version 2: the one place that defines what a crkit context file holds.
+// The image schema, version 3: the one place that defines what a crkit context file holds.
 //
 // Layout of a file (written front to back, so it can go to a pipe):
 //   FileHeader (16 bytes: magic "CRKITIMG", u32 version, u32 crc32c of the first 12 bytes)
@@ -10,11 +10,12 @@
 // Record order written by the checkpointer (readers rely on metadata preceding pages):
 //   ImageInfo, then per process (tree order: the root first, every parent before its
 //   children): Process, Thread*, Vma*, Fd*; then FileContent* (of all processes), then
-//   Pages* (of all processes, keyed by pid), then Index, End.
+//   PageBatch* (of all processes, keyed by pid, in any order: they are produced in
+//   parallel), then Index, End. Images of version 1 and 2 hold Pages records instead.
 //
 // Version history: 1 = one process; 2 = process trees (ProcessRecord.exit_signal and
-// .pdeath_signal, FdKind::Fifo, FdRecord.attrs). A reader accepts both; fields a version-1
-// record lacks take their defaults.
+// .pdeath_signal, FdKind::Fifo, FdRecord.attrs); 3 = page data in PageBatch records, which may
+// be compressed. A reader accepts all three; fields an older record lacks take their defaults.
 //
 // All integers are little-endian. Strings and byte blobs are u32 length + bytes. Vectors are
 // u32 count + elements. Encoding/decoding lives in codec.hpp/.cpp.
@@ -28,7 +29,7 @@
 namespace crkit::image {
 
 inline constexpr char kMagic[8] = {'C', 'R', 'K', 'I', 'T', 'I', 'M', 'G'};
-inline constexpr uint32_t kVersion = 2;
+inline constexpr uint32_t kVersion = 3;
 inline constexpr uint32_t kMinVersion = 1;  // oldest version a reader accepts
 inline constexpr size_t kFileHeaderSize = 16;
 inline constexpr size_t kRecordHeaderSize = 24;
@@ -42,7 +43,8 @@ enum class RecordType : uint32_t {
   Vma = 4,
   Fd = 5,
   FileContent = 6,
-  Pages = 7,
+  Pages = 7,      // versions 1 and 2
+  PageBatch = 8,  // since version 3
   Index = 100,
   End = 101,
 };
@@ -249,6 +251,21 @@ struct PagesHeader {
   uint32_t npages = 0;
   uint32_t compression = kCompressNone;
   uint64_t raw_size = 0;  // npages * page_size
+};
+
+// Since version 3: a batch of pages of one process, possibly compressed (page_codec.hpp).
+// Payload: header fields, then the data: the pages of the extents in order, as one block
+// compressed with `compression` (stored raw when compression is None).
+struct PageExtent {
+  uint64_t vaddr = 0;
+  uint32_t npages = 0;
+  bool operator==(const PageExtent&) const = default;
+};
+struct PageBatchHeader {
+  int32_t pid = 0;
+  uint32_t compression = 0;  // image::Compression
+  uint64_t raw_size = 0;     // sum of the extents' npages * page_size
+  std::vector<PageExtent> extents;
 };
 
 struct IndexEntry {

@@ -18,6 +18,7 @@
 #include "common/log.hpp"
 #include "inject/remote_memory.hpp"
 #include "libcr/control_block.h"
+#include "resources/page_pipeline.hpp"
 #include "resources/process.hpp"
 
 namespace crkit::resources {
@@ -25,7 +26,6 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kTaskSize = 0x7ffffffff000ull;
-constexpr uint64_t kChunkBytes = 4ull << 20;  // memory is read and written in 4 MiB pieces
 
 bool is_special(const std::string& p) {
   return p == "[vdso]" || p == "[vvar]" || p == "[vvar_vclock]";
@@ -33,13 +33,6 @@ bool is_special(const std::string& p) {
 
 bool starts_with(const std::string& s, const char* prefix) {
   return s.rfind(prefix, 0) == 0;
-}
-
-bool all_zero(const uint8_t* p, size_t n) {
-  const uint64_t* w = reinterpret_cast<const uint64_t*>(p);
-  for (size_t i = 0; i < n / 8; ++i)
-    if (w[i]) return false;
-  return true;
 }
 
 uint32_t prot_of(const proc::MapEntry& m) {
@@ -191,45 +184,11 @@ Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& sma
   return plan;
 }
 
-Result<MemoryStats> write_memory_pages(pid_t pid, const MemoryPlan& plan, image::ImageWriter& w,
-                                       const ProgressFn& progress) {
-  MemoryStats stats;
-  std::vector<uint8_t> buf(kChunkBytes);
-  const uint64_t total = plan.candidate_pages * kPage;
-  uint64_t done = 0;
-  for (const auto& run : plan.runs) {
-    for (uint64_t off = 0; off < run.npages * kPage; off += kChunkBytes) {
-      uint64_t addr = run.start + off;
-      uint64_t len = std::min(kChunkBytes, run.npages * kPage - off);
-      std::span<uint8_t> chunk(buf.data(), len);
-      if (Status s = inject::read_memory(pid, addr, chunk); !s)
-        return fail(s.error().context(fmt::format("saving memory {:#x}-{:#x}", addr, addr + len)));
-      // Emit maximal runs of pages, leaving out all-zero pages of anonymous memory.
-      uint64_t i = 0, n = len / kPage;
-      while (i < n) {
-        if (run.skip_zero && all_zero(chunk.data() + i * kPage, kPage)) {
-          ++stats.zero_pages_skipped;
-          ++i;
-          continue;
-        }
-        uint64_t j = i + 1;
-        while (j < n && !(run.skip_zero && all_zero(chunk.data() + j * kPage, kPage))) ++j;
-        image::PagesHeader h;
-        h.pid = pid;
-        h.vaddr = addr + i * kPage;
-        h.npages = static_cast<uint32_t>(j - i);
-        h.raw_size = (j - i) * kPage;
-        CRKIT_TRY(w.write_pages(h, chunk.subspan(i * kPage, (j - i) * kPage)));
-        stats.pages_written += j - i;
-        i = j;
-      }
-      done += len;
-      if (progress && !progress(done, total))
-        return fail(ETIMEDOUT,
-                    fmt::format("checkpoint of process {} cancelled: time limit reached", pid));
-    }
-  }
-  return stats;
+std::vector<CaptureRun> capture_runs(pid_t pid, pid_t source, const MemoryPlan& plan) {
+  std::vector<CaptureRun> out;
+  out.reserve(plan.runs.size());
+  for (const auto& r : plan.runs) out.push_back({pid, source, r.start, r.npages, r.skip_zero});
+  return out;
 }
 
 Result<uint64_t> find_free_range(const std::vector<image::VmaRecord>& saved,
@@ -483,38 +442,11 @@ Result<std::map<ShmKey, UniqueFd>> create_shared_memory(std::span<const image::V
 }
 
 Status fill_pages(const std::map<pid_t, RestoreTarget*>& targets, image::ImageReader& reader,
-                  std::optional<image::RawRecord> first, const ProgressFn& progress,
-                  uint64_t total_bytes) {
-  uint64_t done = 0;
-  std::optional<image::RawRecord> rec = std::move(first);
-  for (;;) {
-    if (!rec) {
-      CRKIT_ASSIGN(rec, reader.next());
-      if (!rec) break;  // End reached
-    }
-    if (rec->header.type == image::RecordType::Pages) {
-      CRKIT_ASSIGN(auto hp, image::decode_pages(*rec, reader.name()));
-      auto& [h, data] = hp;
-      if (h.compression != image::kCompressNone)
-        return fail(EINVAL, fmt::format("{}: record #{}: unsupported page compression {}",
-                                        reader.name(), rec->number, h.compression));
-      auto t = targets.find(h.pid);
-      if (t == targets.end())
-        return fail(EINVAL, fmt::format("{}: record #{} (Pages) at offset {}: pages of process "
-                                        "{}, which the image does not hold",
-                                        reader.name(), rec->number, rec->offset, h.pid));
-      if (Status s = inject::write_memory(t->second->real_pid, h.vaddr, data); !s)
-        return fail(
-            s.error().context(fmt::format("restoring memory of process {} at {:#x} ({} "
-                                          "pages)",
-                                          h.pid, h.vaddr, h.npages)));
-      done += data.size();
-      if (progress && !progress(done, total_bytes))
-        return fail(ETIMEDOUT, "restart cancelled: time limit reached");
-    }
-    rec.reset();
-  }
-  return {};
+                  std::optional<image::RawRecord> first, const PipelineOptions& opts,
+                  const ProgressFn& progress, uint64_t total_bytes) {
+  std::map<pid_t, pid_t> real;
+  for (const auto& [vpid, t] : targets) real[vpid] = t->real_pid;
+  return restore_pages(real, reader, std::move(first), opts, progress, total_bytes);
 }
 
 Status finalize_protections(RestoreTarget& t, const std::vector<image::VmaRecord>& vmas) {

@@ -43,11 +43,6 @@ struct MemoryPlan {
   uint64_t candidate_pages = 0;
 };
 
-struct MemoryStats {
-  uint64_t pages_written = 0;
-  uint64_t zero_pages_skipped = 0;
-};
-
 // Called as bytes are processed; returning false cancels the operation (ETIMEDOUT).
 using ProgressFn = std::function<bool(uint64_t done_bytes, uint64_t total_bytes)>;
 
@@ -62,8 +57,11 @@ using SharedPagesSeen = std::map<ShmKey, std::set<uint64_t>>;
 Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& smaps,
                                const RemoteAccess* remote = nullptr,
                                SharedPagesSeen* shared_seen = nullptr);
-Result<MemoryStats> write_memory_pages(pid_t pid, const MemoryPlan& plan, image::ImageWriter& w,
-                                       const ProgressFn& progress);
+struct CaptureRun;
+struct PipelineOptions;
+// The plan's page runs for the page pipeline (page_pipeline.hpp): recorded under pid, read
+// from source (pid itself, or its copy-on-write snapshot).
+std::vector<CaptureRun> capture_runs(pid_t pid, pid_t source, const MemoryPlan& plan);
 
 // Address ranges the stand-in may use for the scratch area: free in the saved layout and in
 // the stand-in's current one.
@@ -87,12 +85,12 @@ std::vector<ShmKey> shared_memory_of(std::span<const image::VmaRecord> vmas);
 // Shared-memory objects are mapped from t.shm_fds, which are closed afterwards.
 Status rebuild_address_space(RestoreTarget& t, const std::vector<image::VmaRecord>& vmas);
 
-// Writes the pages of the remaining Pages records from reader into the processes being
-// restored (by the pid each record names). `first` is a record already read from the stream
-// (the first Pages record), if any.
+// Writes the pages of the remaining page records from reader into the processes being
+// restored (by the pid each record names), in parallel (page_pipeline.hpp). `first` is a
+// record already read from the stream (the first page record), if any.
 Status fill_pages(const std::map<pid_t, RestoreTarget*>& targets, image::ImageReader& reader,
-                  std::optional<image::RawRecord> first, const ProgressFn& progress,
-                  uint64_t total_bytes);
+                  std::optional<image::RawRecord> first, const PipelineOptions& opts,
+                  const ProgressFn& progress, uint64_t total_bytes);
 
 // Sets the final protections after the contents are in place.
 Status finalize_protections(RestoreTarget& t, const std::vector<image::VmaRecord>& vmas);

@@ -18,6 +18,7 @@
 #include "common/unique_fd.hpp"
 #include "engine/checkpoint.hpp"
 #include "image/image_file.hpp"
+#include "image/page_codec.hpp"
 #include "libcr/control_block.h"
 #include "tools/progress.hpp"
 #include "tools/signal_policy.hpp"
@@ -45,6 +46,9 @@ struct Options {
   int signal = 0;
   bool sync = true;
   bool json = false;
+  crkit::image::CompressionSpec compression{crkit::image::Compression::Lz4, 0};
+  int cow = -1;  // --cow 1, --no-cow 0, default -1: when the processes keep running
+  unsigned workers = 0;
   unsigned timeout = 0;
   bool ptraced_skip = false;
   // Started by libcr's cr_request_checkpoint(): the pid to name as requester, and where to
@@ -79,6 +83,11 @@ void usage(FILE* f) {
                "  --run (default), --stop, --term, --abort, --kill, --cont, -S, --signal N\n"
                "Other:\n"
                "  --sync (default) / --nosync   fsync the file and its directory\n"
+               "Speed:\n"
+               "  --compress=none|lz4|zstd[:LEVEL]  compress memory (default lz4)\n"
+               "  --cow / --no-cow     save memory from a copy-on-write snapshot while the\n"
+               "                       processes run again (default with --run and --cont)\n"
+               "  --workers N          threads that capture, compress and write (default: CPUs)\n"
                "  -t, --time SEC       give up after SEC seconds (0 = no limit)\n"
                "  --ptraced-error (default) / --ptraced-skip / --ptraced-allow\n"
                "  --save-none (default), --save-exe, --save-private, --save-shared, --save-all\n"
@@ -113,7 +122,11 @@ enum LongOnly {
   kVersion,
   kJson,
   kLibcrReport,
-  kLibcrRequester
+  kLibcrRequester,
+  kCompress,
+  kCow,
+  kNoCow,
+  kWorkers
 };
 
 [[noreturn]] void usage_error(bool quiet, const std::string& msg) {
@@ -173,6 +186,10 @@ Options parse(int argc, char** argv) {
       {"kmsg-warning", no_argument, nullptr, kKmsgWarning},
       {"time", required_argument, nullptr, 't'},
       {"json", no_argument, nullptr, kJson},
+      {"compress", required_argument, nullptr, kCompress},
+      {"cow", no_argument, nullptr, kCow},
+      {"no-cow", no_argument, nullptr, kNoCow},
+      {"workers", required_argument, nullptr, kWorkers},
       {"libcr-report", required_argument, nullptr, kLibcrReport},
       {"libcr-requester", required_argument, nullptr, kLibcrRequester},
       {nullptr, 0, nullptr, 0}};
@@ -282,6 +299,29 @@ Options parse(int argc, char** argv) {
       case kJson:
         o.json = true;
         break;
+      case kCompress: {
+        auto spec = crkit::image::parse_compression(optarg);
+        if (!spec) {
+          if (!quiet) std::fprintf(stderr, "cr_checkpoint: %s\n", spec.error().message.c_str());
+          std::exit(EINVAL);
+        }
+        o.compression = *spec;
+        break;
+      }
+      case kCow:
+        o.cow = 1;
+        break;
+      case kNoCow:
+        o.cow = 0;
+        break;
+      case kWorkers: {
+        char* end = nullptr;
+        long v = std::strtol(optarg, &end, 10);
+        if (!end || *end || v < 1 || v > 64)
+          usage_error(quiet, fmt::format("invalid number of workers '{}' (1..64)", optarg));
+        o.workers = static_cast<unsigned>(v);
+        break;
+      }
       case kLibcrReport:
         o.libcr_report = std::atoi(optarg);
         break;
@@ -296,6 +336,18 @@ Options parse(int argc, char** argv) {
         usage_error(quiet, "");
     }
   }
+  // A snapshot lets the processes run on while their memory is written: only right when they
+  // are meant to continue.
+  const bool continues = o.signal == 0 || o.signal == SIGCONT;
+  if (o.cow == 1 && !continues) {
+    if (!quiet)
+      std::fprintf(stderr,
+                   "cr_checkpoint: --cow: the processes must continue after the checkpoint "
+                   "(--run or --cont); with --stop, --term, --abort, --kill or --signal they "
+                   "stay frozen until the image is written\n");
+    std::exit(EINVAL);
+  }
+  if (o.cow < 0) o.cow = continues ? 1 : 0;
   if (o.destinations > 1) {
     if (!quiet) std::fprintf(stderr, "cr_checkpoint: only one destination may be given\n");
     std::exit(EINVAL);
@@ -587,6 +639,9 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
   copts.request.dest = canonical_dest(*dest);
   if (o.timeout) copts.deadline = t0 + std::chrono::seconds(o.timeout);
   copts.on_requested = [&](uint32_t seq) { report_line(o, fmt::format("STARTED {}\n", seq)); };
+  copts.pipeline.compression = o.compression;
+  copts.pipeline.workers = o.workers;
+  copts.cow = o.cow == 1;
   if (struct stat st{}; ::fstat(dest->fd(), &st) == 0 && S_ISREG(st.st_mode))
     copts.image_file = crkit::image::FileIdentity{static_cast<uint64_t>(st.st_dev),
                                                   static_cast<uint64_t>(st.st_ino)};
@@ -636,7 +691,7 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
         committed.error());  // ck goes out of scope: the targets are released untouched
   }
   auto t_dumped = std::chrono::steady_clock::now();
-  const std::vector<pid_t> pids = ck->frozen.pids();
+  const std::vector<pid_t> pids = ck->pids;
   if (o.signal == SIGKILL) {
     ck->frozen.kill_frozen();
   } else {
@@ -653,7 +708,11 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
     return 128 + sig;
   }
   auto t1 = std::chrono::steady_clock::now();
-  double frozen = std::chrono::duration<double>(t_dumped - t0).count();
+  // Frozen time: from the first freeze until the processes ran again (plus the short second
+  // freeze that reaps a snapshot).
+  double frozen = ck->stats.cow
+                      ? ck->stats.frozen_seconds + ck->stats.reap_frozen_seconds
+                      : std::chrono::duration<double>(t_dumped - ck->stats.freeze_start).count();
   double total = std::chrono::duration<double>(t1 - t0).count();
   crkit::log::info(
       "checkpointed {} ({} processes, {} threads, {} pages, {} zero pages skipped, {} fds) into "
@@ -674,7 +733,13 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
                         {"pages_written", ck->stats.pages_written},
                         {"zero_pages_skipped", ck->stats.zero_pages_skipped},
                         {"fds", ck->stats.fds},
+                        {"compression", crkit::image::to_string(o.compression)},
+                        {"cow", ck->stats.cow},
+                        {"workers", ck->stats.workers},
+                        {"memory_bytes", ck->stats.memory_bytes},
+                        {"stored_bytes", ck->stats.stored_bytes},
                         {"frozen_seconds", frozen},
+                        {"snapshot_reap_seconds", ck->stats.reap_frozen_seconds},
                         {"total_seconds", total}};
     std::printf("%s\n", j.dump(2).c_str());
   }

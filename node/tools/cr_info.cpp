@@ -31,6 +31,7 @@
 #include "common/unique_fd.hpp"
 #include "image/codec.hpp"
 #include "image/image_file.hpp"
+#include "image/page_codec.hpp"
 #include "image/schema.hpp"
 
 #ifndef CRKIT_VERSION
@@ -51,9 +52,19 @@ constexpr const char* kProg = "cr_info";
 struct PageTotals {
   uint64_t records = 0;
   uint64_t pages = 0;
-  uint64_t raw_bytes = 0;     // uncompressed size
-  uint64_t stored_bytes = 0;  // size in the image
+  uint64_t raw_bytes = 0;                 // uncompressed size
+  uint64_t stored_bytes = 0;              // size in the image
+  std::map<uint32_t, uint64_t> by_codec;  // PageBatch records per compression
 };
+
+// "lz4 (12 batches), none (3 batches)"
+std::string codec_summary(const PageTotals& t) {
+  std::string out;
+  for (const auto& [c, n] : t.by_codec)
+    out += fmt::format("{}{} ({} batches)", out.empty() ? "" : ", ",
+                       compression_name(static_cast<Compression>(c)), n);
+  return out;
+}
 
 struct ImageData {
   std::string name;
@@ -126,6 +137,19 @@ Result<ImageData> load_image(int fd, const std::string& name) {
           t->pages += pg.first.npages;
           t->raw_bytes += pg.first.raw_size;
           t->stored_bytes += pg.second.size();
+        }
+        break;
+      }
+      case RecordType::PageBatch: {
+        CRKIT_ASSIGN(auto pb, decode_page_batch(r, name));
+        for (const auto& x : pb.first.extents)
+          img.runs[pb.first.pid].emplace_back(x.vaddr, x.vaddr + x.npages * 4096ull);
+        for (PageTotals* t : {&img.pages[pb.first.pid], &img.total}) {
+          t->records += 1;
+          for (const auto& x : pb.first.extents) t->pages += x.npages;
+          t->raw_bytes += pb.first.raw_size;
+          t->stored_bytes += pb.second.size();
+          t->by_codec[pb.first.compression] += 1;
         }
         break;
       }
@@ -402,6 +426,7 @@ void print_text(const ImageData& img) {
     PageTotals pt = it == img.pages.end() ? PageTotals{} : it->second;
     fmt::print("  saved memory: {} pages, {}", pt.pages, human_size(pt.raw_bytes));
     if (pt.stored_bytes != pt.raw_bytes) fmt::print(" ({} stored)", human_size(pt.stored_bytes));
+    if (!pt.by_codec.empty()) fmt::print("; compression {}", codec_summary(pt));
     fmt::print("\n");
 
     fmt::print("  files:\n");
@@ -584,6 +609,10 @@ json to_json(const ImageData& img) {
   j["saved_pages"] = img.total.pages;
   j["saved_bytes"] = img.total.raw_bytes;
   j["stored_bytes"] = img.total.stored_bytes;
+  nlohmann::json codecs = nlohmann::json::object();
+  for (const auto& [c, n] : img.total.by_codec)
+    codecs[compression_name(static_cast<Compression>(c))] = n;
+  j["page_batches_by_compression"] = codecs;
   return j;
 }
 

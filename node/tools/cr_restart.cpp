@@ -8,12 +8,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "common/cr_errors.hpp"
 #include "common/log.hpp"
@@ -41,6 +43,8 @@ struct Options {
   // Started by libcr's cr_request_restart(): report there, make the restored processes the
   // requester's children, do not wait for them.
   int libcr_report = -1;
+  bool wait = true;   // --no-wait: return once the tree runs
+  bool json = false;  // --json: a summary on stdout once the tree runs
 };
 
 // libcr's helper protocol (node/libcr/requests.cpp): one RESULT line, then the messages.
@@ -102,7 +106,10 @@ enum LongOnly {
   kVerbose,
   kLibcrReport,
   kLibcrRequester,
-  kLibcrSibling
+  kLibcrSibling,
+  kNoWait,
+  kJson,
+  kWorkers
 };
 
 int run_hook(const std::string& cmd) {
@@ -187,6 +194,9 @@ Options parse(int argc, char** argv) {
       {"libcr-report", required_argument, nullptr, kLibcrReport},
       {"libcr-requester", required_argument, nullptr, kLibcrRequester},
       {"libcr-sibling", no_argument, nullptr, kLibcrSibling},
+      {"no-wait", no_argument, nullptr, kNoWait},
+      {"json", no_argument, nullptr, kJson},
+      {"workers", required_argument, nullptr, kWorkers},
       {nullptr, 0, nullptr, 0}};
   // Hooks must be known before any argument error is reported.
   for (int i = 1; i < argc; ++i) {
@@ -301,6 +311,20 @@ Options parse(int argc, char** argv) {
       case kLibcrRequester:
         o.restart.requester = static_cast<pid_t>(std::atoi(optarg));
         break;
+      case kNoWait:
+        o.wait = false;
+        break;
+      case kJson:
+        o.json = true;
+        break;
+      case kWorkers: {
+        char* end = nullptr;
+        long v = std::strtol(optarg, &end, 10);
+        if (!end || *end || v < 1 || v > 64)
+          args_failure(o, quiet, fmt::format("invalid number of workers '{}' (1..64)", optarg));
+        o.restart.pipeline.workers = static_cast<unsigned>(v);
+        break;
+      }
       case kLibcrSibling:
         o.restart.as_sibling = true;
         break;
@@ -467,6 +491,10 @@ int main(int argc, char** argv) {
     }
     return 0;
   };
+  const auto t0 = std::chrono::steady_clock::now();
+  uint64_t image_bytes = 0;
+  if (struct stat st{}; ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+    image_bytes = static_cast<uint64_t>(st.st_size);
   auto r = crkit::engine::restart_image(fd, name, o.restart);
   if (!r) {
     if (r.error().code == EINTR && cancelled_by) {
@@ -491,10 +519,27 @@ int main(int argc, char** argv) {
       r->all.size() > 1 ? fmt::format(" and {} more", r->all.size() - 1) : "",
       r->in_new_pidns ? fmt::format(" (in a new PID namespace; {} here)", r->restored) : "");
 
-  start_forwarding(r->restored);
   // BLCR: the signal option goes to every restarted process.
   if (o.signal)
     for (pid_t p : r->all) ::kill(p, o.signal);
+  if (o.json) {
+    nlohmann::json j = {
+        {"pid", r->original_pid},
+        {"restored", r->restored},
+        {"pids", r->all},
+        {"processes", r->all.size()},
+        {"in_new_pid_namespace", r->in_new_pidns},
+        {"image_bytes", image_bytes},
+        {"restore_seconds",
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
+    std::printf("%s\n", j.dump(2).c_str());
+    std::fflush(stdout);
+  }
+  if (!o.wait) {
+    if (!o.hooks.on_success.empty()) return run_hook(o.hooks.on_success);
+    return 0;  // the restored tree goes on without us (its root is re-parented)
+  }
+  start_forwarding(r->restored);
   if (!o.hooks.on_success.empty()) {
     int h = run_hook(o.hooks.on_success);
     if (h) return h;

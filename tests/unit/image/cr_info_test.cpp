@@ -102,7 +102,7 @@ TEST_F(CrInfoTest, TextOutput) {
   RunResult r = run_cr_info({path_});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.err, "");
-  EXPECT_CONTAINS(r.out, "format version 2");
+  EXPECT_CONTAINS(r.out, "format version 3");
   EXPECT_CONTAINS(r.out, "node-17.example");
   EXPECT_CONTAINS(r.out, "6.1.0-18-amd64");
   EXPECT_CONTAINS(r.out, "2023-11-14 22:13:20 UTC");
@@ -139,7 +139,7 @@ TEST_F(CrInfoTest, JsonOutput) {
   RunResult r = run_cr_info({"--json", path_});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   json j = json::parse(r.out);
-  EXPECT_EQ(j["format_version"], 2);
+  EXPECT_EQ(j["format_version"], 3);
   EXPECT_EQ(j["image_bytes"], bytes_.size());
   EXPECT_EQ(j["records"], 10);
   EXPECT_EQ(j["info"]["hostname"], "node-17.example");

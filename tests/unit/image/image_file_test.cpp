@@ -197,7 +197,7 @@ TEST(ImageFile, OnDiskLayout) {
   std::vector<uint8_t> b = sample_image_bytes(&layout);
   ASSERT_EQ(layout.records.size(), 12u);
   EXPECT_EQ(std::memcmp(b.data(), "CRKITIMG", 8), 0);
-  EXPECT_EQ(b[8], 2);
+  EXPECT_EQ(b[8], 3);
   EXPECT_EQ(b[9] | b[10] | b[11], 0);
   uint32_t hcrc = b[12] | b[13] << 8 | b[14] << 16 | static_cast<uint32_t>(b[15]) << 24;
   EXPECT_EQ(hcrc, crc32c({b.data(), 12}));
@@ -327,13 +327,13 @@ TEST(ImageReaderErrors, NotAnImageAtAll) {
 
 TEST(ImageReaderErrors, WrongVersion) {
   std::vector<uint8_t> b = sample_image_bytes();
-  put_u32(b, 8, 3);
+  put_u32(b, 8, 4);
   put_u32(b, 12, crc32c({b.data(), 12}));
   auto r = read_bytes(b, "ctx.img");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, EINVAL);
   EXPECT_EQ(r.error().message,
-            "ctx.img: image format version 3 is not supported (this crkit reads versions 1 to 2)");
+            "ctx.img: image format version 4 is not supported (this crkit reads versions 1 to 3)");
 }
 
 TEST(ImageReaderErrors, VersionOneIsAccepted) {
