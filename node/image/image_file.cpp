@@ -401,6 +401,11 @@ Result<std::pair<PageBatchHeader, std::span<const uint8_t>>> decode_page_batch(
                                    "non-empty range (corrupted image)",
                                    record_prefix(r, image_name), x.vaddr, x.npages));
     pages += x.npages;
+    // A batch is bounded like any record (this also keeps pages * 4096 from overflowing).
+    if (pages > kMaxRecordPayload / 4096)
+      return fail(EIO, fmt::format("{}: the extents hold more than {} bytes of pages (corrupted "
+                                   "image)",
+                                   record_prefix(r, image_name), kMaxRecordPayload));
   }
   if (pages * 4096 != h.raw_size)
     return fail(EIO, fmt::format("{}: the extents hold {} pages but raw_size is {} (corrupted "
