@@ -106,7 +106,7 @@ TEST(ImageFile, RoundtripThroughTempFile) {
   ASSERT_TRUE(rfd.valid());
   ImageReader r(rfd.get(), path);
   ASSERT_TRUE(r.read_file_header().ok());
-  EXPECT_EQ(r.version(), 2u);
+  EXPECT_EQ(r.version(), kVersion);
   std::vector<RawRecord> recs;
   for (;;) {
     auto n = r.next();
@@ -133,7 +133,7 @@ TEST(ImageFile, NextReadsFileHeaderIfNeeded) {
     ++n;
   }
   EXPECT_EQ(n, 10u);
-  EXPECT_EQ(r.version(), 2u);
+  EXPECT_EQ(r.version(), kVersion);
 }
 
 // Writer and reader on the two ends of a pipe, with page data larger than the pipe buffer and
