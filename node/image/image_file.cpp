@@ -1,6 +1,8 @@
 // Streaming image writer and verifying sequential reader (format in schema.hpp).
 #include "image/image_file.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -15,6 +17,8 @@ namespace {
 constexpr size_t kReadBufferSize = size_t{1} << 20;
 // Largest single read(2)/writev(2) request (Linux caps transfers a little below 2 GiB).
 constexpr size_t kMaxIo = size_t{1} << 30;
+// Writes from this size on go through splice (page batches; small records are not worth it).
+constexpr size_t kSpliceMin = size_t{64} << 10;
 
 void store_u32(uint8_t* p, uint32_t v) {
   for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
@@ -52,7 +56,78 @@ std::string record_prefix(const RawRecord& r, const std::string& image_name) {
 // ---------------------------------------------------------------------------------------------
 // ImageWriter
 
+bool ImageWriter::splice_ready() {
+  if (splice_ == Splice::Unknown) {
+    splice_ = Splice::Off;
+    struct stat st {};
+    int p[2];
+    if (::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode) && ::pipe2(p, O_CLOEXEC) == 0) {
+      pipe_r_.reset(p[0]);
+      pipe_w_.reset(p[1]);
+      ::fcntl(p[1], F_SETPIPE_SZ, 1 << 20);  // fewer round trips; the default 64 KiB works too
+      splice_ = Splice::On;
+    }
+  }
+  return splice_ == Splice::On;
+}
+
+namespace {
+// Drops `bytes` from the front of iov[0..n); returns how many entries are used up.
+int advance_iov(struct iovec* iov, int n, size_t bytes) {
+  int used = 0;
+  while (used < n && bytes >= iov[used].iov_len) {
+    bytes -= iov[used].iov_len;
+    ++used;
+  }
+  if (used < n) {
+    iov[used].iov_base = static_cast<uint8_t*>(iov[used].iov_base) + bytes;
+    iov[used].iov_len -= bytes;
+  }
+  return used;
+}
+}  // namespace
+
+Result<int> ImageWriter::splice_some(struct iovec* iov, int n) {
+  int done = 0;
+  while (done < n) {
+    // The pipe only refers to the caller's pages; they are copied into the file before this
+    // returns (the pipe is always drained), so the caller may reuse its buffers.
+    ssize_t v = ::vmsplice(pipe_w_.get(), iov + done, static_cast<unsigned long>(n - done), 0);
+    if (v < 0 && errno == EINTR) continue;
+    if (v <= 0) {
+      splice_ = Splice::Off;  // nothing of this call is in the pipe: writev takes over
+      return done;
+    }
+    size_t left = static_cast<size_t>(v);
+    while (left > 0) {
+      ssize_t s = ::splice(pipe_r_.get(), nullptr, fd_, nullptr, left, SPLICE_F_MOVE);
+      if (s < 0 && errno == EINTR) continue;
+      if (s <= 0) {
+        const int err = s < 0 ? errno : EIO;
+        // What is still in the pipe was not written; it is still in the caller's buffers.
+        pipe_r_.reset();
+        pipe_w_.reset();
+        splice_ = Splice::Off;
+        done += advance_iov(iov + done, n - done, static_cast<size_t>(v) - left);
+        if (err == EINVAL || err == ENOSYS || err == EOPNOTSUPP) return done;  // no splice here
+        return fail_sys(err, "writing image " + name_);
+      }
+      left -= static_cast<size_t>(s);
+      offset_ += static_cast<uint64_t>(s);
+    }
+    done += advance_iov(iov + done, n - done, static_cast<size_t>(v));
+  }
+  return done;
+}
+
 Status ImageWriter::writev_all(struct iovec* iov, int n) {
+  size_t total = 0;
+  for (int i = 0; i < n; ++i) total += iov[i].iov_len;
+  if (total >= kSpliceMin && splice_ready()) {
+    CRKIT_ASSIGN(int used, splice_some(iov, n));
+    iov += used;
+    n -= used;
+  }
   while (n > 0) {
     if (iov[0].iov_len == 0) {
       ++iov;
@@ -77,7 +152,25 @@ Status ImageWriter::writev_all(struct iovec* iov, int n) {
       iov[0].iov_len -= done;
     }
   }
+  if (write_behind_ && offset_ - started_ >= write_behind_) write_behind();
   return {};
+}
+
+void ImageWriter::write_behind() {
+  // Offsets are those of this writer's bytes: right for the image files crkit creates (written
+  // from offset 0); for anything else the calls are only hints that cost nothing.
+  if (::sync_file_range(fd_, static_cast<off64_t>(started_),
+                        static_cast<off64_t>(offset_ - started_), SYNC_FILE_RANGE_WRITE) < 0) {
+    write_behind_ = 0;  // ESPIPE (pipe, socket), EINVAL (file system without it): plain writes
+    return;
+  }
+  if (started_ > waited_) {
+    ::sync_file_range(
+        fd_, static_cast<off64_t>(waited_), static_cast<off64_t>(started_ - waited_),
+        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+    waited_ = started_;
+  }
+  started_ = offset_;
 }
 
 Status ImageWriter::write_all(std::span<const uint8_t> data) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/result.hpp"
+#include "common/unique_fd.hpp"
 #include "image/codec.hpp"
 #include "image/schema.hpp"
 
@@ -51,8 +52,23 @@ class ImageWriter {
 
   uint64_t bytes_written() const { return offset_; }
 
+  // Write-behind for an image that will be fsync()ed: every `window` bytes, writeback of the
+  // new window is started and the one before it is waited for, so the disk works while pages
+  // are still being captured and the final fsync() finds little left to do (and dirty page
+  // cache stays bounded). 0 (the default) turns it off; a file that does not support it
+  // (a pipe, a socket) turns it off by itself.
+  void set_write_behind(uint64_t window) { write_behind_ = window; }
+
  private:
+  void write_behind();
   Status write_all(std::span<const uint8_t> data);
+  // Large writes to a regular file go through a pipe: vmsplice() then splice(). The kernel
+  // then copies into the page cache with its own memcpy instead of a copy from user memory,
+  // which measured 3x faster on the development VM (2.1 against 0.7 GB/s, bench/README.md).
+  bool splice_ready();
+  // Like writev_all for what it can; returns the number of iov entries it fully wrote, and
+  // leaves the rest (from an iov it advanced) to writev_all when splice turns out unusable.
+  Result<int> splice_some(struct iovec* iov, int n);
   // Writes all of iov[0..n) (retrying on EINTR and short writes); iov is modified.
   Status writev_all(struct iovec* iov, int n);
   // Writes one record whose payload is the concatenation of parts.
@@ -61,6 +77,11 @@ class ImageWriter {
   int fd_;
   std::string name_;
   uint64_t offset_ = 0;
+  uint64_t write_behind_ = 0;
+  enum class Splice { Unknown, On, Off } splice_ = Splice::Unknown;
+  UniqueFd pipe_r_, pipe_w_;
+  uint64_t started_ = 0;  // writeback started for [0, started_)
+  uint64_t waited_ = 0;   // and finished for [0, waited_)
   std::vector<IndexEntry> index_;
 };
 

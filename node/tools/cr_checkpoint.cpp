@@ -631,6 +631,8 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
   }
 
   crkit::image::ImageWriter writer(dest->fd(), dest->name());
+  // The image will be fsync()ed: let the disk write while memory is still being captured.
+  if (o.sync) writer.set_write_behind(64ull << 20);
   crkit::tools::Progress progress(
       ::isatty(2) && crkit::log::threshold() >= crkit::log::Level::Normal, "cr_checkpoint");
   crkit::engine::CheckpointOptions copts;
