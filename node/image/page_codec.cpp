@@ -4,6 +4,7 @@
 
 #include <charconv>
 #include <climits>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -55,7 +56,11 @@ PageCompressor::~PageCompressor() {
   ZSTD_freeCCtx(zctx_);
 }
 
-PageCompressor::PageCompressor(PageCompressor&& o) noexcept : spec_(o.spec_), zctx_(o.zctx_) {
+PageCompressor::PageCompressor(PageCompressor&& o) noexcept
+    : spec_(o.spec_),
+      zctx_(o.zctx_),
+      probe_in_(std::move(o.probe_in_)),
+      probe_out_(std::move(o.probe_out_)) {
   o.zctx_ = nullptr;
 }
 
@@ -65,6 +70,8 @@ PageCompressor& PageCompressor::operator=(PageCompressor&& o) noexcept {
     spec_ = o.spec_;
     zctx_ = o.zctx_;
     o.zctx_ = nullptr;
+    probe_in_ = std::move(o.probe_in_);
+    probe_out_ = std::move(o.probe_out_);
   }
   return *this;
 }
@@ -82,6 +89,21 @@ size_t PageCompressor::bound(size_t n) const {
 }
 
 Result<size_t> PageCompressor::compress(std::span<const uint8_t> src, std::span<uint8_t> dst) {
+  constexpr size_t kSample = 4096, kSamples = 8;
+  if (spec_.kind != Compression::None && src.size() >= 64 * kSample) {
+    probe_in_.resize(kSample * kSamples);
+    probe_out_.resize(bound(probe_in_.size()));
+    const size_t step = (src.size() - kSample) / (kSamples - 1);
+    for (size_t i = 0; i < kSamples; ++i)
+      std::memcpy(probe_in_.data() + i * kSample, src.data() + i * step, kSample);
+    CRKIT_ASSIGN(size_t n, compress_block(probe_in_, probe_out_));
+    if (n == 0 || n > probe_in_.size() * 97 / 100) return size_t{0};
+  }
+  return compress_block(src, dst);
+}
+
+Result<size_t> PageCompressor::compress_block(std::span<const uint8_t> src,
+                                              std::span<uint8_t> dst) {
   if (src.empty()) return size_t{0};
   switch (spec_.kind) {
     case Compression::None:

@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/result.hpp"
 
@@ -42,12 +43,16 @@ class PageCompressor {
   // Largest output compress() may produce for n input bytes.
   size_t bound(size_t n) const;
   // Compresses src into dst (dst.size() >= bound(src.size())). Returns the compressed size,
-  // or 0 when compression would not make the data smaller (store it raw then).
+  // or 0 when compression would not make the data smaller (store it raw then). A large src is
+  // probed first: when a sample of its pages does not shrink by 3%, it is stored raw without
+  // compressing the rest (random data then costs almost nothing).
   Result<size_t> compress(std::span<const uint8_t> src, std::span<uint8_t> dst);
 
  private:
+  Result<size_t> compress_block(std::span<const uint8_t> src, std::span<uint8_t> dst);
   CompressionSpec spec_;
   ZSTD_CCtx* zctx_ = nullptr;
+  std::vector<uint8_t> probe_in_, probe_out_;
 };
 
 // One per thread.

@@ -46,7 +46,10 @@ struct Options {
   int signal = 0;
   bool sync = true;
   bool json = false;
-  crkit::image::CompressionSpec compression{crkit::image::Compression::Lz4, 0};
+  // zstd level 1 by measurement (bench/stages/compress_bench, bench/README.md): on text-like
+  // memory it stores 3.5x where lz4 stores 2.1x at 75% of lz4's speed (still faster than the
+  // disk with 2 workers), and it gives up on random data at 5 GB/s.
+  crkit::image::CompressionSpec compression{crkit::image::Compression::Zstd, 1};
   int cow = -1;  // --cow 1, --no-cow 0, default -1: when the processes keep running
   unsigned workers = 0;
   unsigned timeout = 0;
@@ -84,7 +87,7 @@ void usage(FILE* f) {
                "Other:\n"
                "  --sync (default) / --nosync   fsync the file and its directory\n"
                "Speed:\n"
-               "  --compress=none|lz4|zstd[:LEVEL]  compress memory (default lz4)\n"
+               "  --compress=none|lz4|zstd[:LEVEL]  compress memory (default zstd:1)\n"
                "  --cow / --no-cow     save memory from a copy-on-write snapshot while the\n"
                "                       processes run again (default with --run and --cont)\n"
                "  --workers N          threads that capture, compress and write (default: CPUs)\n"
