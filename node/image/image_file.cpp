@@ -400,6 +400,9 @@ Result<std::optional<RawRecord>> ImageReader::next() {
       return fail(EIO, fmt::format("{}: payload length {} exceeds the limit of {} bytes "
                                    "(corrupted image)",
                                    where, r.header.length, kMaxRecordPayload));
+    // A recycled buffer keeps its size, so shrinking it to this record costs nothing.
+    if (spare_.capacity() >= r.header.length) r.payload = std::move(spare_);
+    spare_ = {};
     r.payload.resize(r.header.length);
     CRKIT_ASSIGN(size_t pgot, read_full(r.payload.data(), r.payload.size()));
     if (pgot < r.payload.size())

@@ -290,6 +290,7 @@ Status restore_pages(const std::map<pid_t, pid_t>& targets, image::ImageReader& 
   std::mutex mu;
   std::condition_variable not_empty, not_full;
   std::deque<image::RawRecord> queue;
+  std::vector<std::vector<uint8_t>> spare;  // payloads done with, for the reader to reuse
   bool closed = false;
   std::atomic<uint64_t> done{0};
   FirstError error;
@@ -365,6 +366,8 @@ Status restore_pages(const std::map<pid_t, pid_t>& targets, image::ImageReader& 
       }
       if (error.failed()) continue;  // drain
       if (Status s = restore_one(rec, dec, buf); !s) error.set(s.error());
+      std::lock_guard lock(mu);
+      if (spare.size() < capacity) spare.push_back(std::move(rec.payload));
     }
   };
 
@@ -374,6 +377,13 @@ Status restore_pages(const std::map<pid_t, pid_t>& targets, image::ImageReader& 
   auto last_tick = std::chrono::steady_clock::now();
   while (!error.failed()) {
     if (!rec) {
+      {
+        std::lock_guard lock(mu);
+        if (!spare.empty()) {
+          reader.recycle(std::move(spare.back()));
+          spare.pop_back();
+        }
+      }
       auto r = reader.next();
       if (!r) {
         error.set(r.error());
