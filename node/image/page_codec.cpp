@@ -89,7 +89,7 @@ size_t PageCompressor::bound(size_t n) const {
 }
 
 Result<size_t> PageCompressor::compress(std::span<const uint8_t> src, std::span<uint8_t> dst) {
-  constexpr size_t kSample = 4096, kSamples = 8;
+  constexpr size_t kSample = 4096, kSamples = 16;  // 64 KiB: 1.5% of a 4 MiB batch
   if (spec_.kind != Compression::None && src.size() >= 64 * kSample) {
     probe_in_.resize(kSample * kSamples);
     probe_out_.resize(bound(probe_in_.size()));

@@ -44,7 +44,7 @@ class PageCompressor {
   size_t bound(size_t n) const;
   // Compresses src into dst (dst.size() >= bound(src.size())). Returns the compressed size,
   // or 0 when compression would not make the data smaller (store it raw then). A large src is
-  // probed first: when a sample of its pages does not shrink by 3%, it is stored raw without
+  // probed first: when 16 pages spread over it do not shrink by 3%, it is stored raw without
   // compressing the rest (random data then costs almost nothing).
   Result<size_t> compress(std::span<const uint8_t> src, std::span<uint8_t> dst);
 
