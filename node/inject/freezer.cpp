@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -175,6 +176,10 @@ void FrozenProcess::kill_frozen() {
   // Return only once it is dead (a zombie or reaped), so a restart right after us does not
   // race with its exit. Its PID stays in use until its parent reaps it.
   for (int i = 0; i < 500; ++i) {
+    // The killed threads are our tracees: each stays a zombie (and the process counts it)
+    // until we wait for it, so without this a multi-threaded process only became a zombie
+    // when we exited, after the 1 s below. Waiting for the leader hands it back to its parent.
+    for (pid_t t : tids_) (void)::waitpid(t, nullptr, __WALL | WNOHANG);
     auto st = proc::read_stat(pid_);
     if (!st || proc::is_zombie(*st)) break;
     ::usleep(2000);
