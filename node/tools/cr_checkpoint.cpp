@@ -84,13 +84,13 @@ void usage(FILE* f) {
                "  --noclobber          fail if the file exists\n"
                "Signal after the checkpoint (last one wins):\n"
                "  --run (default), --stop, --term, --abort, --kill, --cont, -S, --signal N\n"
-               "Other:\n"
-               "  --sync (default) / --nosync   fsync the file and its directory\n"
                "Speed:\n"
                "  --compress=none|lz4|zstd[:LEVEL]  compress memory (default zstd:1)\n"
                "  --cow / --no-cow     save memory from a copy-on-write snapshot while the\n"
                "                       processes run again (default with --run and --cont)\n"
                "  --workers N          threads that capture, compress and write (default: CPUs)\n"
+               "Other:\n"
+               "  --sync (default) / --nosync   fsync the file and its directory\n"
                "  -t, --time SEC       give up after SEC seconds (0 = no limit)\n"
                "  --ptraced-error (default) / --ptraced-skip / --ptraced-allow\n"
                "  --save-none (default), --save-exe, --save-private, --save-shared, --save-all\n"
@@ -304,10 +304,7 @@ Options parse(int argc, char** argv) {
         break;
       case kCompress: {
         auto spec = crkit::image::parse_compression(optarg);
-        if (!spec) {
-          if (!quiet) std::fprintf(stderr, "cr_checkpoint: %s\n", spec.error().message.c_str());
-          std::exit(EINVAL);
-        }
+        if (!spec) usage_error(quiet, spec.error().message);  // a bad value, like --time
         o.compression = *spec;
         break;
       }
