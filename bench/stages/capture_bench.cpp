@@ -1,0 +1,204 @@
+// Capture stage alone: copying a child's 256 MiB of touched memory with process_vm_readv (one
+// range per call vs. many remote ranges, as dump batches are), inject::read_memory, the
+// all-zero page scan and /proc/PID/pagemap, to see which part of a dump the freeze pays for.
+#include <benchmark/benchmark.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "inject/remote_memory.hpp"
+#include "proc/proc.hpp"
+
+namespace {
+
+constexpr size_t kPage = 4096;
+constexpr size_t kPiece = 4u << 20;  // one pipeline batch
+constexpr size_t kChildBytes = 256u << 20;
+constexpr size_t kIovMax = 1024;
+
+[[noreturn]] void die(const char* what) {
+  std::perror(what);
+  std::exit(1);
+}
+
+// A child holding kChildBytes of private anonymous memory, every page written (random data),
+// blocked until the benchmark ends; killed and reaped by the destructor.
+class Child {
+ public:
+  Child() {
+    int p[2];
+    if (::pipe(p) != 0) die("pipe");
+    const pid_t parent = ::getpid();
+    pid_ = ::fork();
+    if (pid_ < 0) die("fork");
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the benchmark
+      if (::getppid() != parent) ::_exit(1);
+      void* m =
+          ::mmap(nullptr, kChildBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (m == MAP_FAILED) ::_exit(1);
+      auto* w = static_cast<uint64_t*>(m);
+      uint64_t x = 0x9e3779b97f4a7c15ull;
+      for (size_t i = 0; i < kChildBytes / 8; ++i) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        w[i] = x;
+      }
+      const uint64_t addr = reinterpret_cast<uint64_t>(m);
+      if (::write(p[1], &addr, sizeof addr) != sizeof addr) ::_exit(1);
+      for (;;) ::pause();
+    }
+    ::close(p[1]);
+    if (::read(p[0], &addr_, sizeof addr_) != sizeof addr_) die("starting the child");
+    ::close(p[0]);
+  }
+  ~Child() {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  pid_t pid() const { return pid_; }
+  uint64_t addr() const { return addr_; }
+
+ private:
+  pid_t pid_ = -1;
+  uint64_t addr_ = 0;
+};
+
+const Child* g_child = nullptr;
+
+// A local 4 MiB buffer, touched so that page faults are not measured.
+std::vector<uint8_t> piece_buffer() {
+  return std::vector<uint8_t>(kPiece, 1);
+}
+
+// process_vm_readv of the 256 MiB, 4 MiB per call; remote ranges of range_bytes each
+// (range_bytes == kPiece: one iovec per call).
+void BM_ProcessVmReadv(benchmark::State& state) {
+  const size_t range_bytes = static_cast<size_t>(state.range(0));
+  std::vector<uint8_t> buf = piece_buffer();
+  std::vector<struct iovec> remote;
+  for (auto _ : state) {
+    for (uint64_t off = 0; off < kChildBytes; off += kPiece) {
+      // At most IOV_MAX ranges per call: with 4 KiB ranges a call moves exactly 4 MiB.
+      for (uint64_t sub = 0; sub < kPiece; sub += range_bytes * kIovMax) {
+        remote.clear();
+        const uint64_t end = std::min<uint64_t>(kPiece, sub + range_bytes * kIovMax);
+        for (uint64_t a = sub; a < end; a += range_bytes)
+          remote.push_back({reinterpret_cast<void*>(g_child->addr() + off + a), range_bytes});
+        struct iovec local {
+          buf.data() + sub, end - sub
+        };
+        const ssize_t n =
+            ::process_vm_readv(g_child->pid(), &local, 1, remote.data(), remote.size(), 0);
+        if (n != static_cast<ssize_t>(end - sub)) {
+          state.SkipWithError("process_vm_readv failed or was short");
+          return;
+        }
+      }
+    }
+    benchmark::DoNotOptimize(buf.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kChildBytes));
+  state.counters["calls"] = static_cast<double>(
+      kChildBytes / kPiece * ((kPiece + range_bytes * kIovMax - 1) / (range_bytes * kIovMax)));
+}
+BENCHMARK(BM_ProcessVmReadv)
+    ->ArgName("range_bytes")
+    ->Arg(kPiece)
+    ->Arg(64 << 10)
+    ->Arg(4 << 10)
+    ->Iterations(20)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+void BM_InjectReadMemory(benchmark::State& state) {
+  std::vector<uint8_t> buf = piece_buffer();
+  for (auto _ : state) {
+    for (uint64_t off = 0; off < kChildBytes; off += kPiece) {
+      auto s = crkit::inject::read_memory(g_child->pid(), g_child->addr() + off, buf);
+      if (!s.ok()) {
+        state.SkipWithError(s.error().message.c_str());
+        return;
+      }
+    }
+    benchmark::DoNotOptimize(buf.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kChildBytes));
+}
+BENCHMARK(BM_InjectReadMemory)->Iterations(20)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// The pipeline's zero-page test over a captured 4 MiB batch. All-zero pages are the slow case
+// (every byte is compared); random pages differ at the first byte.
+void BM_ZeroPageScan(benchmark::State& state) {
+  const bool zero = state.range(0) == 0;
+  state.SetLabel(zero ? "all-zero pages" : "random pages");
+  alignas(64) static const uint8_t kZeroPage[kPage] = {};
+  std::vector<uint8_t> buf = piece_buffer();
+  if (zero) {
+    std::fill(buf.begin(), buf.end(), 0);
+  } else {
+    auto s = crkit::inject::read_memory(g_child->pid(), g_child->addr(), buf);
+    if (!s.ok()) {
+      state.SkipWithError(s.error().message.c_str());
+      return;
+    }
+  }
+  size_t zeros = 0;
+  for (auto _ : state) {
+    for (size_t off = 0; off < kPiece; off += kPage)
+      zeros += std::memcmp(buf.data() + off, kZeroPage, kPage) == 0;
+    benchmark::DoNotOptimize(zeros);
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kPiece));
+}
+BENCHMARK(BM_ZeroPageScan)->ArgName("random")->Arg(0)->Arg(1)->MinTime(0.5);
+
+void BM_Pagemap(benchmark::State& state) {
+  auto pm = crkit::proc::Pagemap::open(g_child->pid());
+  if (!pm.ok()) {
+    state.SkipWithError(pm.error().message.c_str());
+    return;
+  }
+  std::vector<crkit::proc::PagemapEntry> out;
+  size_t present = 0;
+  for (auto _ : state) {
+    auto s = pm->read(g_child->addr(), g_child->addr() + kChildBytes, out);
+    if (!s.ok()) {
+      state.SkipWithError(s.error().message.c_str());
+      return;
+    }
+    present = 0;
+    for (const auto& e : out) present += e.present();
+    benchmark::DoNotOptimize(present);
+  }
+  if (present != kChildBytes / kPage) state.SkipWithError("not every page of the child is present");
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * (kChildBytes / kPage)));
+  state.SetLabel("items = pages");
+}
+BENCHMARK(BM_Pagemap)->Iterations(50)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  const Child child;  // forked before any benchmark thread exists
+  g_child = &child;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
