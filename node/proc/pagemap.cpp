@@ -1,5 +1,7 @@
 // /proc/PID/pagemap.
 #include <fcntl.h>
+#include <linux/types.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +19,19 @@ namespace {
 constexpr uint64_t kPageSize = 4096;  // x86-64 base pages
 constexpr size_t kEntrySize = sizeof(uint64_t);
 constexpr size_t kChunkEntries = 8192;  // 64 KiB per pread, 32 MiB of address space
+
+// PAGEMAP_SCAN (linux/fs.h of Linux 6.7; bookworm's headers are older). ABI, so fixed here.
+constexpr uint64_t kPageIsFile = 1 << 2;
+constexpr uint64_t kPageIsPresent = 1 << 3;
+constexpr uint64_t kPageIsSwapped = 1 << 4;
+struct PageRegion {
+  __u64 start, end, categories;
+};
+struct PmScanArg {
+  __u64 size, flags, start, end, walk_end, vec, vec_len, max_pages;
+  __u64 category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+constexpr unsigned long kPagemapScan = _IOWR('f', 16, PmScanArg);
 }  // namespace
 
 Result<Pagemap> Pagemap::open(pid_t pid) {
@@ -65,6 +80,42 @@ Result<Pagemap> Pagemap::open(pid_t pid) {
     done += want;
   }
   return {};
+}
+
+Result<std::optional<std::vector<std::pair<uint64_t, uint64_t>>>> Pagemap::scan_populated(
+    uint64_t start, uint64_t end, bool not_file) const {
+  using Ranges = std::vector<std::pair<uint64_t, uint64_t>>;
+  Ranges out;
+  PageRegion vec[256];
+  for (uint64_t from = start; from < end;) {
+    PmScanArg a{};
+    a.size = sizeof a;
+    a.start = from;
+    a.end = end;
+    a.vec = reinterpret_cast<uint64_t>(vec);
+    a.vec_len = std::size(vec);
+    // A page matches when it is present or swapped and, with not_file, PAGE_IS_FILE is 0.
+    a.category_anyof_mask = kPageIsPresent | kPageIsSwapped;
+    if (not_file) a.category_inverted = a.category_mask = kPageIsFile;
+    a.return_mask = kPageIsPresent | kPageIsSwapped;
+    long n = ::ioctl(fd_, kPagemapScan, &a);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == ENOTTY || (errno == EINVAL && out.empty() && from == start))
+        return std::optional<Ranges>{};  // no PAGEMAP_SCAN here
+      return fail(proc_error(errno, "scanning", fmt::format("/proc/{}/pagemap", pid_)));
+    }
+    for (long i = 0; i < n; ++i) {
+      if (!out.empty() && out.back().second == vec[i].start)
+        out.back().second = vec[i].end;
+      else
+        out.emplace_back(vec[i].start, vec[i].end);
+    }
+    // The kernel stops early when vec is full; walk_end says where.
+    if (a.walk_end <= from) break;
+    from = a.walk_end;
+  }
+  return std::optional<Ranges>(std::move(out));
 }
 
 Pagemap::~Pagemap() {

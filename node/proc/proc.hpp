@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/result.hpp"
@@ -124,6 +125,13 @@ class Pagemap {
   // Fills out with one entry per page in [start, end) (page-aligned addresses; EINVAL
   // otherwise). out is replaced, not appended to. (::crkit::Status, not proc::Status.)
   ::crkit::Status read(uint64_t start, uint64_t end, std::vector<PagemapEntry>& out) const;
+  // The ranges of [start, end) whose pages are present or swapped (with not_file: and are not
+  // file pages, i.e. anonymous or copy-on-write copies), in address order, adjacent ranges
+  // merged, from the PAGEMAP_SCAN ioctl (Linux 6.7): the kernel reports ranges, not one entry
+  // per page, so a dense GiB costs a few ranges instead of 2 MiB of entries. std::nullopt when
+  // the kernel has no PAGEMAP_SCAN (the caller then reads entries).
+  Result<std::optional<std::vector<std::pair<uint64_t, uint64_t>>>> scan_populated(
+      uint64_t start, uint64_t end, bool not_file) const;
   ~Pagemap();
   Pagemap(Pagemap&&) noexcept;
   Pagemap& operator=(Pagemap&&) noexcept;

@@ -134,7 +134,18 @@ Result<MemoryPlan> plan_memory(pid_t pid, const std::vector<proc::MapEntry>& sma
         if (run.npages) plan.runs.push_back(run);
         run = PageRun{};
       };
-      for (uint64_t a = m.start; a < m.end;) {
+      // The common case — private memory, pages decided by the page table alone — takes the
+      // ranges from PAGEMAP_SCAN, without an entry per page (this runs while the job is frozen).
+      bool scanned = false;
+      if (!save_all && v.kind != image::VmaKind::AnonShared) {
+        CRKIT_ASSIGN(auto ranges, pm.scan_populated(m.start, m.end, anon_only));
+        if (ranges) {
+          for (const auto& [rs, re] : *ranges)
+            plan.runs.push_back(PageRun{rs, (re - rs) / kPage, skip_zero});
+          scanned = true;
+        }
+      }
+      for (uint64_t a = scanned ? m.end : m.start; a < m.end;) {
         uint64_t b = std::min(m.end, a + (uint64_t{1} << 16) * kPage);
         CRKIT_TRY(pm.read(a, b, entries));
         if (save_all && remote) {
