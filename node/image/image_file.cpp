@@ -164,12 +164,6 @@ void ImageWriter::write_behind() {
     write_behind_ = 0;  // ESPIPE (pipe, socket), EINVAL (file system without it): plain writes
     return;
   }
-  if (started_ > waited_) {
-    ::sync_file_range(
-        fd_, static_cast<off64_t>(waited_), static_cast<off64_t>(started_ - waited_),
-        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
-    waited_ = started_;
-  }
   started_ = offset_;
 }
 

@@ -53,10 +53,11 @@ class ImageWriter {
   uint64_t bytes_written() const { return offset_; }
 
   // Write-behind for an image that will be fsync()ed: every `window` bytes, writeback of the
-  // new window is started and the one before it is waited for, so the disk works while pages
-  // are still being captured and the final fsync() finds little left to do (and dirty page
-  // cache stays bounded). 0 (the default) turns it off; a file that does not support it
-  // (a pipe, a socket) turns it off by itself.
+  // new window is started at once (not waited for), so the disk works while pages are still
+  // being captured and the final fsync() finds little left to do. Waiting for the window
+  // before, to bound dirty memory ourselves, was slower on a 4 GiB dump (6.6-6.9 s against
+  // 6.3 s); the kernel's dirty limits bound it anyway. 0 (the default) turns it off; a file
+  // that does not support it (a pipe, a socket) turns it off by itself.
   void set_write_behind(uint64_t window) { write_behind_ = window; }
 
  private:
@@ -81,7 +82,6 @@ class ImageWriter {
   enum class Splice { Unknown, On, Off } splice_ = Splice::Unknown;
   UniqueFd pipe_r_, pipe_w_;
   uint64_t started_ = 0;  // writeback started for [0, started_)
-  uint64_t waited_ = 0;   // and finished for [0, waited_)
   std::vector<IndexEntry> index_;
 };
 
