@@ -1,7 +1,10 @@
 // Capture stage alone: copying a child's 256 MiB of touched memory with process_vm_readv (one
-// range per call vs. many remote ranges, as dump batches are), inject::read_memory, the
-// all-zero page scan and /proc/PID/pagemap, to see which part of a dump the freeze pays for.
+// range per call vs. many remote ranges, as dump batches are), pread on /proc/PID/mem (what
+// the pipeline uses), inject::read_memory, reading a copy-on-write snapshot both ways, the
+// all-zero page scan and /proc/PID/pagemap read vs. PAGEMAP_SCAN, to see which part of a dump
+// the freeze pays for.
 #include <benchmark/benchmark.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -14,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "inject/remote_memory.hpp"
@@ -141,6 +145,92 @@ void BM_InjectReadMemory(benchmark::State& state) {
 }
 BENCHMARK(BM_InjectReadMemory)->Iterations(20)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+// pread of /proc/PID/mem, 4 MiB per call: the pipeline's capture.
+void BM_ProcMemPread(benchmark::State& state) {
+  std::vector<uint8_t> buf = piece_buffer();
+  const std::string path = "/proc/" + std::to_string(g_child->pid()) + "/mem";
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    state.SkipWithError("cannot open /proc/PID/mem");
+    return;
+  }
+  for (auto _ : state) {
+    for (uint64_t off = 0; off < kChildBytes; off += kPiece)
+      if (::pread(fd, buf.data(), kPiece, static_cast<off_t>(g_child->addr() + off)) !=
+          static_cast<ssize_t>(kPiece)) {
+        state.SkipWithError("pread of /proc/PID/mem failed or was short");
+        break;
+      }
+    benchmark::DoNotOptimize(buf.data());
+  }
+  ::close(fd);
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kChildBytes));
+}
+BENCHMARK(BM_ProcMemPread)->Iterations(20)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// Reading a copy-on-write snapshot, as a --cow checkpoint does: each iteration forks a fresh
+// copy of this process's own 256 MiB (untimed) and reads the copy's memory.
+// method 0 = process_vm_readv (pins pages: the kernel unshares, i.e. copies, each one first),
+// method 1 = pread on /proc/PID/mem (no copy).
+void BM_SnapshotRead(benchmark::State& state) {
+  const bool proc_mem = state.range(0) == 1;
+  state.SetLabel(proc_mem ? "/proc/PID/mem" : "process_vm_readv");
+  static std::vector<uint8_t> mine = [] {
+    std::vector<uint8_t> v(kChildBytes);
+    uint64_t x = 0x2545f4914f6cdd1dull;
+    for (size_t i = 0; i + 8 <= v.size(); i += 8) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      std::memcpy(v.data() + i, &x, 8);
+    }
+    return v;
+  }();
+  std::vector<uint8_t> buf = piece_buffer();
+  for (auto _ : state) {
+    state.PauseTiming();
+    const pid_t copy = ::fork();
+    if (copy < 0) die("fork");
+    if (copy == 0) {
+      for (;;) ::pause();
+    }
+    const std::string path = "/proc/" + std::to_string(copy) + "/mem";
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    state.ResumeTiming();
+    bool ok = fd >= 0;
+    for (uint64_t off = 0; ok && off < kChildBytes; off += kPiece) {
+      uint8_t* remote = mine.data() + off;
+      if (proc_mem) {
+        ok = ::pread(fd, buf.data(), kPiece,
+                     static_cast<off_t>(reinterpret_cast<uint64_t>(remote))) ==
+             static_cast<ssize_t>(kPiece);
+      } else {
+        struct iovec l {
+          buf.data(), kPiece
+        }, r{remote, kPiece};
+        ok = ::process_vm_readv(copy, &l, 1, &r, 1, 0) == static_cast<ssize_t>(kPiece);
+      }
+    }
+    state.PauseTiming();
+    if (fd >= 0) ::close(fd);
+    ::kill(copy, SIGKILL);
+    ::waitpid(copy, nullptr, 0);
+    state.ResumeTiming();
+    if (!ok) {
+      state.SkipWithError("reading the snapshot failed");
+      break;
+    }
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kChildBytes));
+}
+BENCHMARK(BM_SnapshotRead)
+    ->ArgName("method")
+    ->Arg(0)
+    ->Arg(1)
+    ->Iterations(5)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
 // The pipeline's zero-page test over a captured 4 MiB batch. All-zero pages are the slow case
 // (every byte is compared); random pages differ at the first byte.
 void BM_ZeroPageScan(benchmark::State& state) {
@@ -190,6 +280,30 @@ void BM_Pagemap(benchmark::State& state) {
   state.SetLabel("items = pages");
 }
 BENCHMARK(BM_Pagemap)->Iterations(50)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// The same question answered by PAGEMAP_SCAN: ranges of populated pages instead of entries.
+void BM_PagemapScan(benchmark::State& state) {
+  auto pm = crkit::proc::Pagemap::open(g_child->pid());
+  if (!pm.ok()) {
+    state.SkipWithError(pm.error().message.c_str());
+    return;
+  }
+  uint64_t covered = 0;
+  for (auto _ : state) {
+    auto r = pm->scan_populated(g_child->addr(), g_child->addr() + kChildBytes, true);
+    if (!r.ok() || !*r) {
+      state.SkipWithError(r.ok() ? "no PAGEMAP_SCAN on this kernel" : r.error().message.c_str());
+      return;
+    }
+    covered = 0;
+    for (const auto& [a, b] : **r) covered += b - a;
+    benchmark::DoNotOptimize(covered);
+  }
+  if (covered != kChildBytes) state.SkipWithError("the scan did not report every page present");
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * (kChildBytes / kPage)));
+  state.SetLabel("items = pages");
+}
+BENCHMARK(BM_PagemapScan)->Iterations(50)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
