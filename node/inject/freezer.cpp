@@ -181,7 +181,11 @@ void FrozenProcess::kill_frozen() {
     // when we exited, after the 1 s below. Waiting for the leader hands it back to its parent.
     for (pid_t t : tids_) (void)::waitpid(t, nullptr, __WALL | WNOHANG);
     auto st = proc::read_stat(pid_);
-    if (!st || proc::is_zombie(*st)) break;
+    if (!st || proc::is_zombie(*st)) {
+      // The leader can be waited for only once its other threads are gone: now.
+      (void)::waitpid(pid_, nullptr, __WALL | WNOHANG);
+      break;
+    }
     ::usleep(2000);
   }
 }
