@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "inject/remote_memory.hpp"
+#include "memory_child.hpp"
 #include "proc/proc.hpp"
 
 namespace {
@@ -30,57 +31,9 @@ constexpr size_t kPiece = 4u << 20;  // one pipeline batch
 constexpr size_t kChildBytes = 256u << 20;
 constexpr size_t kIovMax = 1024;
 
-[[noreturn]] void die(const char* what) {
-  std::perror(what);
-  std::exit(1);
-}
-
-// A child holding kChildBytes of private anonymous memory, every page written (random data),
-// blocked until the benchmark ends; killed and reaped by the destructor.
-class Child {
- public:
-  Child() {
-    int p[2];
-    if (::pipe(p) != 0) die("pipe");
-    const pid_t parent = ::getpid();
-    pid_ = ::fork();
-    if (pid_ < 0) die("fork");
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the benchmark
-      if (::getppid() != parent) ::_exit(1);
-      void* m =
-          ::mmap(nullptr, kChildBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (m == MAP_FAILED) ::_exit(1);
-      auto* w = static_cast<uint64_t*>(m);
-      uint64_t x = 0x9e3779b97f4a7c15ull;
-      for (size_t i = 0; i < kChildBytes / 8; ++i) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        w[i] = x;
-      }
-      const uint64_t addr = reinterpret_cast<uint64_t>(m);
-      if (::write(p[1], &addr, sizeof addr) != sizeof addr) ::_exit(1);
-      for (;;) ::pause();
-    }
-    ::close(p[1]);
-    if (::read(p[0], &addr_, sizeof addr_) != sizeof addr_) die("starting the child");
-    ::close(p[0]);
-  }
-  ~Child() {
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-  }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-
-  pid_t pid() const { return pid_; }
-  uint64_t addr() const { return addr_; }
-
- private:
-  pid_t pid_ = -1;
-  uint64_t addr_ = 0;
-};
+using crkit::bench::die;
+using crkit::bench::fill_random;
+using Child = crkit::bench::MemoryChild;
 
 const Child* g_child = nullptr;
 
@@ -177,13 +130,7 @@ void BM_SnapshotRead(benchmark::State& state) {
   state.SetLabel(proc_mem ? "/proc/PID/mem" : "process_vm_readv");
   static std::vector<uint8_t> mine = [] {
     std::vector<uint8_t> v(kChildBytes);
-    uint64_t x = 0x2545f4914f6cdd1dull;
-    for (size_t i = 0; i + 8 <= v.size(); i += 8) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      std::memcpy(v.data() + i, &x, 8);
-    }
+    fill_random(v.data(), v.size());
     return v;
   }();
   std::vector<uint8_t> buf = piece_buffer();
@@ -310,7 +257,7 @@ BENCHMARK(BM_PagemapScan)->Iterations(50)->UseRealTime()->Unit(benchmark::kMilli
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  const Child child;  // forked before any benchmark thread exists
+  const Child child(kChildBytes, fill_random);  // forked before any benchmark thread exists
   g_child = &child;
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -21,6 +21,7 @@
 #include "common/unique_fd.hpp"
 #include "image/image_file.hpp"
 #include "image/page_codec.hpp"
+#include "memory_child.hpp"
 #include "resources/page_pipeline.hpp"
 
 namespace {
@@ -30,24 +31,11 @@ using namespace crkit;
 constexpr size_t kPage = 4096;
 constexpr size_t kChildBytes = 256u << 20;
 
-[[noreturn]] void die(const char* what) {
-  std::perror(what);
-  std::exit(1);
-}
-
 uint64_t next_random(uint64_t& x) {
   x ^= x << 13;
   x ^= x >> 7;
   x ^= x << 17;
   return x;
-}
-
-void fill_random(uint8_t* p, size_t n) {
-  uint64_t x = 0x9e3779b97f4a7c15ull;
-  for (size_t i = 0; i + 8 <= n; i += 8) {
-    const uint64_t r = next_random(x);
-    std::memcpy(p + i, &r, 8);
-  }
 }
 
 void fill_mostly_zero(uint8_t* p, size_t n) {
@@ -66,45 +54,8 @@ void fill_mostly_zero(uint8_t* p, size_t n) {
   }
 }
 
-// A child holding kChildBytes of private anonymous memory filled by fill, blocked until the
-// benchmark ends; killed and reaped by the destructor.
-class Child {
- public:
-  explicit Child(void (*fill)(uint8_t*, size_t)) {
-    int p[2];
-    if (::pipe(p) != 0) die("pipe");
-    const pid_t parent = ::getpid();
-    pid_ = ::fork();
-    if (pid_ < 0) die("fork");
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the benchmark
-      if (::getppid() != parent) ::_exit(1);
-      void* m =
-          ::mmap(nullptr, kChildBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (m == MAP_FAILED) ::_exit(1);
-      fill(static_cast<uint8_t*>(m), kChildBytes);
-      const uint64_t addr = reinterpret_cast<uint64_t>(m);
-      if (::write(p[1], &addr, sizeof addr) != sizeof addr) ::_exit(1);
-      for (;;) ::pause();
-    }
-    ::close(p[1]);
-    if (::read(p[0], &addr_, sizeof addr_) != sizeof addr_) die("starting the child");
-    ::close(p[0]);
-  }
-  ~Child() {
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-  }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-
-  pid_t pid() const { return pid_; }
-  uint64_t addr() const { return addr_; }
-
- private:
-  pid_t pid_ = -1;
-  uint64_t addr_ = 0;
-};
+using crkit::bench::fill_random;
+using Child = crkit::bench::MemoryChild;
 
 const Child* g_children[2] = {};  // random, mostly zero
 const char* const kDataNames[] = {"random", "mostly_zero"};
@@ -169,8 +120,8 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   // Forked before any pipeline thread exists.
-  const Child random(fill_random);
-  const Child mostly_zero(fill_mostly_zero);
+  const Child random(kChildBytes, fill_random);
+  const Child mostly_zero(kChildBytes, fill_mostly_zero);
   g_children[0] = &random;
   g_children[1] = &mostly_zero;
   benchmark::RunSpecifiedBenchmarks();
