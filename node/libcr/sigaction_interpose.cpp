@@ -15,9 +15,14 @@ namespace {
 using SigactionFn = int (*)(int, const struct sigaction*, struct sigaction*);
 using SigmaskFn = int (*)(int, const sigset_t*, sigset_t*);
 
+// RTLD_NEXT searches only the objects loaded after libcr. When libcr comes in as a dependency
+// of another library (app -> libmpich.so.12 -> libcr.so.0), libc precedes it and RTLD_NEXT
+// finds nothing: then ask libc itself (already loaded, so RTLD_NOLOAD).
 template <typename Fn>
 Fn next(const char* name) {
-  return reinterpret_cast<Fn>(dlsym(RTLD_NEXT, name));
+  if (void* f = dlsym(RTLD_NEXT, name)) return reinterpret_cast<Fn>(f);
+  void* libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+  return libc ? reinterpret_cast<Fn>(dlsym(libc, name)) : nullptr;
 }
 
 int virtual_sigaction(const struct sigaction* act, struct sigaction* old) {

@@ -248,6 +248,29 @@ crt_run use_run 20 env LD_LIBRARY_PATH="$LIB" ./use_libcr
 crt_log "  $(cat "$T/use_run.out")"
 crt_expect_rc use_run 0 "the program: cr_init() >= 0 and cri_signum == CR_SIGNUM"
 
+# The way MPICH uses libcr: the program links only a library (libmpich.so.12) that links -lcr,
+# so libc is loaded before libcr and libcr must still find libc's sigaction.
+cat >dep.c <<'EOF'
+#include <libcr.h>
+int dep_init(void) { return cr_init(); }
+EOF
+cat >use_dep.c <<'EOF'
+#include <stdio.h>
+int dep_init(void);
+int main(void) {
+  int id = dep_init();
+  printf("cr_init() through libdep.so = %d\n", id);
+  return id < 0;
+}
+EOF
+# shellcheck disable=SC2046 # pkg-config prints separate words
+crt_run dep_cc 60 cc "${RUN_CFLAGS[@]}" -shared -fPIC $(pkg-config --cflags libcr) dep.c -o libdep.so $(pkg-config --libs libcr)
+crt_expect_rc dep_cc 0 "building libdep.so with -lcr"
+crt_run use_dep_cc 60 cc "${RUN_CFLAGS[@]}" use_dep.c -o use_dep -L. -ldep -Wl,-rpath-link,"$LIB"
+crt_expect_rc use_dep_cc 0 "building a program that links only libdep.so"
+crt_run use_dep 20 env LD_LIBRARY_PATH="$LIB:$PWD" ./use_dep
+crt_expect_rc use_dep 0 "libcr loaded as a dependency of another library: cr_init() >= 0"
+
 # --- Exported symbols and sonames ------------------------------------------------------------
 # defined_dyn LIB: the names of the dynamic symbols LIB defines, without symbol versions.
 defined_dyn() { nm -D --defined-only "$1" | awk 'NF >= 3 { sub(/@.*/, "", $3); print $3 }' | sort -u; }
