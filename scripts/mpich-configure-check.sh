@@ -54,106 +54,13 @@ BUILD=$CACHE/build
 exec 9>"$CACHE/lock"
 flock 9
 
-as_root() {
-  if [[ $(id -u) -eq 0 ]]; then
-    "$@"
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo "$@"
-  else
-    die "not root and no sudo: run as root: $*"
-  fi
-}
-
-# debian_archive: print "URI<TAB>KEYRING" of the system's apt source for Debian bookworm (else
-# of any Debian archive): deb822 *.sources files and one-line *.list files. KEYRING may be empty.
-debian_archive() {
-  local f files=()
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-    [[ -f $f ]] && files+=("$f")
-  done
-  [[ ${#files[@]} -gt 0 ]] || return 1
-  awk '
-    function has(list, word) { return (" " list " ") ~ (" " word " ") }
-    function consider(uri, suites, key) {
-      if (uri == "") return
-      if (bookworm == "" && has(suites, "bookworm")) bookworm = uri "\t" key
-      if (anydeb == "" && uri ~ /\/debian\/?$/) anydeb = uri "\t" key
-    }
-    function flush() {
-      if (has(types, "deb") && tolower(enabled) != "no") { split(uris, u, " "); consider(u[1], suites, signed) }
-      types = uris = suites = signed = enabled = ""
-    }
-    FNR == 1 { flush() }
-    /^[ \t]*#/ { next }
-    FILENAME ~ /\.sources$/ {
-      if ($0 ~ /^[ \t]*$/) { flush(); next }
-      key = tolower($1); $1 = ""; sub(/^ +/, "")
-      if (key == "types:") types = $0
-      else if (key == "uris:") uris = $0
-      else if (key == "suites:") suites = $0
-      else if (key == "signed-by:") signed = $0
-      else if (key == "enabled:") enabled = $0
-      next
-    }
-    $1 == "deb" {
-      i = 2; key = ""
-      if ($2 ~ /^\[/) {
-        for (; i <= NF; i++) {
-          if ($i ~ /^\[?signed-by=/) { key = $i; sub(/^\[?signed-by=/, "", key); sub(/\]$/, "", key) }
-          if ($i ~ /\]$/) { i++; break }
-        }
-      }
-      consider($i, $(i + 1), key)
-    }
-    END { flush(); if (bookworm != "") print bookworm; else if (anydeb != "") print anydeb; else exit 1 }
-  ' "${files[@]}"
-}
-
-# --- The source, fetched once ------------------------------------------------------------------
-if [[ -f $SRC/.crkit-unpacked && -x $SRC/configure ]]; then
-  log "using the cached MPICH $MPICH_VERSION source in $SRC"
-else
-  if ! command -v dpkg-source >/dev/null 2>&1; then
-    log "installing dpkg-dev (apt-get source unpacks with dpkg-source)"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends dpkg-dev ||
-      die "cannot install dpkg-dev"
-  fi
-  if [[ -n ${CRKIT_DEBIAN_MIRROR:-} ]]; then
-    uri=$CRKIT_DEBIAN_MIRROR
-    keyring=""
-  else
-    line=$(debian_archive) ||
-      die "no Debian archive in the apt sources (/etc/apt/sources.list*); set CRKIT_DEBIAN_MIRROR=URI"
-    uri=${line%%$'\t'*}
-    keyring=${line#*$'\t'}
-  fi
-  [[ -z $keyring && -f /usr/share/keyrings/debian-archive-keyring.gpg ]] &&
-    keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-  APT=$CACHE/apt
-  mkdir -p "$APT/sources.list.d" "$APT/lists/partial" "$APT/cache/archives/partial"
-  opts=""
-  [[ -n $keyring ]] && opts="[signed-by=$keyring] "
-  printf 'deb-src %s%s bookworm main\n' "$opts" "$uri" >"$APT/sources.list"
-  log "source package index: $(cat "$APT/sources.list")"
-  # Private sources, lists and cache: neither the system's sources nor its package lists change.
-  apt_private=(apt-get -o Dir::Etc::SourceList="$APT/sources.list" -o Dir::Etc::SourceParts="$APT/sources.list.d"
-    -o Dir::State::Lists="$APT/lists" -o Dir::Cache="$APT/cache" -o APT::Get::List-Cleanup=false)
-  "${apt_private[@]}" update || die "apt-get update of the bookworm source index failed ($uri)"
-  rm -rf "$CACHE/src.new"
-  mkdir -p "$CACHE/src.new"
-  # As root, apt downloads as the user _apt, which must be able to write there.
-  if [[ $(id -u) -eq 0 ]] && id _apt >/dev/null 2>&1; then
-    chown _apt "$CACHE/src.new"
-  fi
-  (cd "$CACHE/src.new" && "${apt_private[@]}" source mpich) ||
-    die "apt-get source mpich failed (see above)"
-  [[ -x $CACHE/src.new/mpich-$MPICH_VERSION/configure ]] ||
-    die "apt-get source mpich did not give mpich-$MPICH_VERSION/configure (got: $(ls "$CACHE/src.new" | tr '\n' ' '))"
-  touch "$CACHE/src.new/mpich-$MPICH_VERSION/.crkit-unpacked"
-  rm -rf "$CACHE/src"
-  mv "$CACHE/src.new" "$CACHE/src"
-  log "MPICH $MPICH_VERSION source unpacked in $SRC"
-fi
+# The source, fetched once (shared with mpi_glue/build-mpich.sh through the same cache).
+# shellcheck source=scripts/debian-source.sh
+. "$(dirname -- "$(realpath -- "${BASH_SOURCE[0]}")")/debian-source.sh"
+DEBIAN_SOURCE_WHO=mpich-configure-check
+debian_source_fetch "$CACHE" mpich "mpich-$MPICH_VERSION" || die "cannot fetch the MPICH $MPICH_VERSION source"
+[[ -x $SRC/configure ]] ||
+  die "$SRC/configure is missing (remove $CACHE/src to fetch the source again)"
 
 # --- configure ---------------------------------------------------------------------------------
 rm -rf "$BUILD"
