@@ -744,6 +744,10 @@ int checkpoint(const Options& o, const TerminatingSignals& term) {
                         {"stored_bytes", ck->stats.stored_bytes},
                         {"frozen_seconds", frozen},
                         {"snapshot_reap_seconds", ck->stats.reap_frozen_seconds},
+                        // Until the first freeze: libcr callbacks (an MPI library's channel
+                        // drain) run before anything is frozen.
+                        {"quiesce_seconds",
+                         std::chrono::duration<double>(ck->stats.freeze_start - t0).count()},
                         {"total_seconds", total}};
     std::printf("%s\n", j.dump(2).c_str());
   }

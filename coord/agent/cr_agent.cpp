@@ -1,0 +1,821 @@
+// cr_agent — the node agent of a coordinated MPI job: one per node per job, started by
+// cr_mpirun / cr_mpirestart through the launcher (ssh, or `ip netns exec` in tests).
+//
+// It plays the process-manager role MPICH's checkpoint code expects (mpich-checkpointing.md):
+// it launches the node's ranks as its children in one process group, with PMI_PORT/PMI_ID,
+// serves PMI-1 for them (job-wide fences go through the coordinator), checkpoints them into
+// one node image with cr_checkpoint (they share memory, so they are dumped together), and on
+// restart serves a fresh PMI key space, writes the env files MPICH reads
+// (/tmp/hydra-env-file-<requester>:<rank>), relays the stdio sockets the restarted ranks
+// connect back to, and restarts them with cr_restart. It is a child subreaper, so restarted
+// ranks become its children. Losing the coordinator kills the ranks: no orphaned job.
+#include <fcntl.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "common/cr_errors.hpp"
+#include "common/log.hpp"
+#include "common/result.hpp"
+#include "common/unique_fd.hpp"
+#include "pmi/pmi_server.hpp"
+#include "protocol/channel.hpp"
+#include "snapshot/manifest.hpp"
+
+extern char** environ;
+
+namespace {
+
+using crkit::Error;
+using crkit::Result;
+using crkit::Status;
+using crkit::UniqueFd;
+using crkit::coord::Channel;
+using crkit::coord::Json;
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+std::string self_dir() {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(".") : p.parent_path().string();
+}
+
+// cr_checkpoint and cr_restart: CRKIT_TOOLS_DIR, our own directory (installed: one bin
+// directory), the build tree's node/tools next to our bin, else PATH.
+std::string tool_path(const std::string& name) {
+  std::vector<std::string> dirs;
+  if (const char* d = ::getenv("CRKIT_TOOLS_DIR")) dirs.emplace_back(d);
+  const std::string self = self_dir();
+  dirs.push_back(self);
+  dirs.push_back(self + "/../node/tools");
+  for (const auto& d : dirs) {
+    std::string p = d + "/" + name;
+    if (::access(p.c_str(), X_OK) == 0) return p;
+  }
+  return name;
+}
+
+// A helper program we run (cr_checkpoint, cr_restart), its stdout and stderr collected.
+struct Tool {
+  enum class Kind { Checkpoint, Restart } kind;
+  pid_t pid = 0;
+  UniqueFd out, err;
+  std::string out_text, err_text;
+  Clock::time_point started = Clock::now();
+};
+
+Result<Tool> spawn_tool(Tool::Kind kind, const std::vector<std::string>& argv,
+                        const sigset_t& child_mask) {
+  int po[2], pe[2];
+  if (::pipe2(po, O_CLOEXEC) < 0) return crkit::fail_errno("creating a pipe");
+  UniqueFd por(po[0]), pow(po[1]);
+  if (::pipe2(pe, O_CLOEXEC) < 0) return crkit::fail_errno("creating a pipe");
+  UniqueFd per(pe[0]), pew(pe[1]);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) return crkit::fail_errno("fork");
+  if (pid == 0) {
+    ::sigprocmask(SIG_SETMASK, &child_mask, nullptr);
+    ::dup2(pow.get(), 1);
+    ::dup2(pew.get(), 2);
+    ::execv(args[0], args.data());
+    std::fprintf(stderr, "cannot run %s: %s\n", args[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  Tool t{kind, pid, std::move(por), std::move(per), {}, {}, Clock::now()};
+  ::fcntl(t.out.get(), F_SETFL, O_NONBLOCK);
+  ::fcntl(t.err.get(), F_SETFL, O_NONBLOCK);
+  return t;
+}
+
+void drain(UniqueFd& fd, std::string& into) {
+  char buf[8192];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n > 0) {
+      into.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0) fd.reset();
+    return;
+  }
+}
+
+std::string last_line(const std::string& text) {
+  std::string t = text;
+  while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
+  auto nl = t.rfind('\n');
+  return nl == std::string::npos ? t : t.substr(nl + 1);
+}
+
+std::string status_text(int st) {
+  if (WIFEXITED(st)) return fmt::format("exit status {}", WEXITSTATUS(st));
+  if (WIFSIGNALED(st)) return fmt::format("signal {} ({})", WTERMSIG(st), strsignal(WTERMSIG(st)));
+  return fmt::format("status {:#x}", st);
+}
+
+// The fence of the PMI server's thread is forwarded by the main loop: fence() queues the puts
+// and wakes the loop; the coordinator's fence_done completes it.
+class CoordFence final : public crkit::pmi::FenceBackend {
+ public:
+  explicit CoordFence(int wake_fd) : wake_(wake_fd) {}
+  void fence(crkit::pmi::KeyValues puts, Done done) override {
+    {
+      std::lock_guard lock(mu_);
+      queued_.push_back(std::move(puts));
+      pending_.push_back(std::move(done));
+    }
+    uint64_t one = 1;
+    (void)!::write(wake_, &one, sizeof one);
+  }
+  std::vector<crkit::pmi::KeyValues> take_queued() {
+    std::lock_guard lock(mu_);
+    std::vector<crkit::pmi::KeyValues> out(queued_.begin(), queued_.end());
+    queued_.clear();
+    return out;
+  }
+  void complete(Result<crkit::pmi::KvsMap> kvs) {
+    Done d;
+    {
+      std::lock_guard lock(mu_);
+      if (pending_.empty()) return;
+      d = std::move(pending_.front());
+      pending_.pop_front();
+    }
+    d(std::move(kvs));
+  }
+  void fail_all(const std::string& why) {
+    for (;;) {
+      Done d;
+      {
+        std::lock_guard lock(mu_);
+        if (pending_.empty()) return;
+        d = std::move(pending_.front());
+        pending_.pop_front();
+      }
+      d(crkit::fail(ECONNRESET, why));
+    }
+  }
+
+ private:
+  int wake_;
+  std::mutex mu_;
+  std::deque<crkit::pmi::KeyValues> queued_;
+  std::deque<Done> pending_;
+};
+
+// The stdio sockets a restarted MPICH rank connects to CKPOINT_STDINOUTERR_PORT: each starts
+// with {int rank; int socktype (0 in, 1 out, 2 err); int pid;}, then carries the stream.
+struct StdioConn {
+  UniqueFd fd;
+  std::string ident;  // the 12 header bytes, until complete
+  int type = -1;
+  int rank = -1;
+};
+
+struct Options {
+  crkit::coord::Endpoint coord;
+  std::string job;
+  int node = -1;
+};
+
+[[noreturn]] void usage_error(const std::string& msg) {
+  std::fprintf(stderr,
+               "cr_agent: %s\nusage: cr_agent --coord HOST:PORT --job JOB --node K [-v]\n"
+               "(started by cr_mpirun and cr_mpirestart on every node of a job)\n",
+               msg.c_str());
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  static const struct option longs[] = {
+      {"coord", required_argument, nullptr, 'c'}, {"job", required_argument, nullptr, 'j'},
+      {"node", required_argument, nullptr, 'n'},  {"verbose", no_argument, nullptr, 'v'},
+      {"help", no_argument, nullptr, 'h'},        {nullptr, 0, nullptr, 0}};
+  int v = 0;
+  for (int c; (c = ::getopt_long(argc, argv, "c:j:n:vh", longs, nullptr)) != -1;) {
+    switch (c) {
+      case 'c': {
+        auto ep = crkit::coord::parse_endpoint(optarg);
+        if (!ep) usage_error("--coord: " + ep.error().message);
+        o.coord = *ep;
+        break;
+      }
+      case 'j':
+        o.job = optarg;
+        break;
+      case 'n':
+        o.node = std::atoi(optarg);
+        break;
+      case 'v':
+        ++v;
+        break;
+      case 'h':
+        usage_error("help");
+      default:
+        usage_error("bad option");
+    }
+  }
+  if (o.coord.port == 0 || o.job.empty() || o.node < 0)
+    usage_error("--coord, --job and --node are required");
+  crkit::log::set_threshold(v >= 2   ? crkit::log::Level::Debug
+                            : v == 1 ? crkit::log::Level::Verbose
+                                     : crkit::log::Level::Normal);
+  return o;
+}
+
+class Agent {
+ public:
+  explicit Agent(Options o) : o_(std::move(o)) {}
+  int run();
+
+ private:
+  Status setup_signals();
+  Status handle_start(const Json& m);
+  Status launch();
+  Status start_restart(bool new_pidns);
+  Status start_pmi();
+  Status write_env_files(int stdio_port);
+  void on_coord_message(const Json& m);
+  void on_checkpoint(const Json& m);
+  void on_tool_exit(Tool& t, int st);
+  void on_child_exit(pid_t pid, int st);
+  void accept_stdio();
+  void service_stdio(size_t i);
+  void kill_ranks(int sig);
+  void send(const Json& m);
+  void check_done();
+
+  Options o_;
+  Channel coord_;
+  UniqueFd sigfd_, wake_;
+  sigset_t old_mask_{};
+  std::string host_;
+  // From the coordinator's start message.
+  Json start_;
+  std::vector<int> ranks_;
+  int nranks_ = 0;
+  std::string kvsname_;
+  bool restart_mode_ = false;
+  std::string pid_namespace_ = "auto";
+  std::shared_ptr<CoordFence> fence_;
+  std::unique_ptr<crkit::pmi::PmiServer> pmi_;
+  UniqueFd stdio_listen_;
+  std::vector<StdioConn> stdio_;
+  // The ranks (or, restarted in a PID namespace, its init) as our children.
+  std::map<pid_t, int> known_;  // pid -> rank (-1: not a rank itself)
+  pid_t pgid_ = 0;
+  bool pidns_ = false;
+  bool running_ = false;  // ranks launched/restarted
+  std::vector<Tool> tools_;
+  // The checkpoint in progress.
+  struct Ckpt {
+    uint64_t seq = 0;
+    std::string image;
+    bool term = false;
+    bool aborted = false;
+    std::string abort_reason;
+  };
+  std::optional<Ckpt> ckpt_;
+  bool terminating_ = false;  // a --term snapshot killed the ranks on purpose
+  int exit_status_ = 0;
+  std::string exit_message_;
+  bool done_ = false;
+};
+
+void Agent::send(const Json& m) {
+  if (Status s = coord_.send(m); !s) crkit::log::error("node {}: {}", o_.node, s.error().message);
+}
+
+Status Agent::setup_signals() {
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
+  if (::sigprocmask(SIG_BLOCK, &mask, &old_mask_) < 0) return crkit::fail_errno("sigprocmask");
+  sigfd_.reset(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!sigfd_) return crkit::fail_errno("signalfd");
+  wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake_) return crkit::fail_errno("eventfd");
+  ::signal(SIGPIPE, SIG_IGN);
+  // Restarted ranks are first the children of cr_restart; when it exits they come to us.
+  if (::prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) return crkit::fail_errno("PR_SET_CHILD_SUBREAPER");
+  return {};
+}
+
+Status Agent::start_pmi() {
+  crkit::pmi::ServerConfig cfg;
+  cfg.bind_address = "127.0.0.1";  // the ranks are on this node
+  cfg.job_size = nranks_;
+  cfg.kvsname = kvsname_;
+  cfg.local_ranks = std::set<int>(ranks_.begin(), ranks_.end());
+  if (start_.contains("ppn_map") && start_["ppn_map"].is_string())
+    cfg.job_attributes["PMI_process_mapping"] = start_["ppn_map"].get<std::string>();
+  fence_ = std::make_shared<CoordFence>(wake_.get());
+  crkit::pmi::ServerEvents ev;
+  ev.on_rank_exit = [this](const crkit::pmi::RankExit& e) {
+    if (e.kind == crkit::pmi::RankExit::Kind::Aborted)
+      crkit::log::error("node {} ({}): rank {} called MPI_Abort (exit code {})", o_.node, host_,
+                        e.rank, e.exit_code);
+  };
+  CRKIT_ASSIGN(pmi_, crkit::pmi::PmiServer::start(cfg, fence_, ev));
+  return {};
+}
+
+Status Agent::launch() {
+  CRKIT_TRY(start_pmi());
+  std::vector<std::string> argv = start_["argv"].get<std::vector<std::string>>();
+  if (argv.empty()) return crkit::fail(EINVAL, "no program to launch");
+  std::vector<std::string> base;
+  for (auto& [k, v] : start_["env"].items())
+    if (k.rfind("PMI_", 0) != 0) base.push_back(k + "=" + v.get<std::string>());
+  const std::string cwd = start_.value("cwd", std::string("/"));
+  for (int r : ranks_) {
+    std::vector<std::string> env = base;
+    env.push_back("PMI_PORT=" + pmi_->pmi_port());
+    env.push_back(fmt::format("PMI_ID={}", r));
+    std::vector<char*> envp, args;
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    pid_t pid = ::fork();
+    if (pid < 0) return crkit::fail_errno(fmt::format("starting rank {}", r));
+    if (pid == 0) {
+      ::setpgid(0, pgid_);
+      ::sigprocmask(SIG_SETMASK, &old_mask_, nullptr);
+      ::signal(SIGPIPE, SIG_DFL);
+      int devnull = ::open("/dev/null", O_RDONLY);
+      if (devnull >= 0) ::dup2(devnull, 0);
+      if (::chdir(cwd.c_str()) < 0) {
+        std::fprintf(stderr, "cr_agent: rank %d: cannot enter %s: %s\n", r, cwd.c_str(),
+                     std::strerror(errno));
+        ::_exit(127);
+      }
+      environ = envp.data();
+      ::execvp(args[0], args.data());
+      std::fprintf(stderr, "cr_agent: rank %d: cannot run %s: %s\n", r, args[0],
+                   std::strerror(errno));
+      ::_exit(127);
+    }
+    ::setpgid(pid, pgid_);  // both sides: whichever runs first
+    if (pgid_ == 0) pgid_ = pid;
+    known_[pid] = r;
+  }
+  running_ = true;
+  Json pids = Json::array();
+  for (auto& [p, r] : known_) pids.push_back(p);
+  send({{"op", "started"}, {"pids", pids}});
+  crkit::log::info("node {} ({}): launched ranks {} (process group {})", o_.node, host_,
+                   Json(ranks_).dump(), pgid_);
+  return {};
+}
+
+Status Agent::write_env_files(int stdio_port) {
+  for (int r : ranks_) {
+    const std::string path = fmt::format("/tmp/hydra-env-file-{}:{}", ::getpid(), r);
+    ::unlink(path.c_str());
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!fd) return crkit::fail_errno("creating " + path);
+    std::string text =
+        fmt::format("PMI_PORT={}\nCKPOINT_STDINOUTERR_PORT={}\n", pmi_->pmi_port(), stdio_port);
+    if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
+      return crkit::fail_errno("writing " + path);
+  }
+  return {};
+}
+
+Status Agent::start_restart(bool new_pidns) {
+  const std::string image = start_["image"].get<std::string>();
+  std::vector<std::string> argv = {tool_path("cr_restart"), "--no-wait", "--json",
+                                   fmt::format("--libcr-requester={}", ::getpid())};
+  if (new_pidns) {
+    argv.push_back("--no-restore-pid");
+  } else {
+    argv.push_back("--restore-pid");
+    argv.push_back("--restore-pgid");
+  }
+  argv.push_back(image);
+  CRKIT_ASSIGN(Tool t, spawn_tool(Tool::Kind::Restart, argv, old_mask_));
+  pidns_ = new_pidns;
+  crkit::log::info("node {} ({}): restarting ranks {} from {}{}", o_.node, host_,
+                   Json(ranks_).dump(), image, new_pidns ? " in a new PID namespace" : "");
+  tools_.push_back(std::move(t));
+  return {};
+}
+
+Status Agent::handle_start(const Json& m) {
+  start_ = m;
+  ranks_ = m["ranks"].get<std::vector<int>>();
+  nranks_ = m["nranks"].get<int>();
+  kvsname_ = m.value("kvsname", std::string("crkit_kvs"));
+  restart_mode_ = m.value("mode", std::string("launch")) == "restart";
+  pid_namespace_ = m.value("pid_namespace", std::string("auto"));
+  if (!restart_mode_) return launch();
+  CRKIT_TRY(start_pmi());
+  CRKIT_ASSIGN(stdio_listen_, crkit::coord::listen_tcp("127.0.0.1", 0));
+  ::fcntl(stdio_listen_.get(), F_SETFL, O_NONBLOCK);
+  CRKIT_TRY(write_env_files(crkit::coord::local_port(stdio_listen_.get())));
+  return start_restart(pid_namespace_ == "always");
+}
+
+void Agent::kill_ranks(int sig) {
+  if (pgid_ > 0 && !pidns_) ::kill(-pgid_, sig);
+  for (auto& [p, r] : known_) ::kill(p, sig);
+}
+
+void Agent::on_checkpoint(const Json& m) {
+  const uint64_t seq = m["seq"].get<uint64_t>();
+  const std::string image = m["image"].get<std::string>();
+  auto refuse = [&](const std::string& why) {
+    send({{"op", "checkpoint_done"}, {"seq", seq}, {"ok", false}, {"error", why}});
+  };
+  if (ckpt_)
+    return refuse(
+        fmt::format("node {} ({}): checkpoint {} is still running", o_.node, host_, ckpt_->seq));
+  if (!running_ || done_)
+    return refuse(fmt::format("node {} ({}): the ranks are not running", o_.node, host_));
+  if (pidns_)
+    return refuse(
+        fmt::format("node {} ({}): the ranks were restarted in a new PID namespace; "
+                    "checkpointing them again is not supported",
+                    o_.node, host_));
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(image).parent_path(), ec);
+  if (ec)
+    return refuse(fmt::format("node {} ({}): creating {}: {}", o_.node, host_,
+                              std::filesystem::path(image).parent_path().string(), ec.message()));
+  const bool term = m.value("term", false);
+  std::vector<std::string> argv = {
+      tool_path("cr_checkpoint"), "--group", std::to_string(pgid_), "-f", image, "--json"};
+  if (term) argv.push_back("--kill");
+  auto t = spawn_tool(Tool::Kind::Checkpoint, argv, old_mask_);
+  if (!t) return refuse(fmt::format("node {} ({}): {}", o_.node, host_, t.error().message));
+  ckpt_ = Ckpt{seq, image, term, false, {}};
+  if (term) terminating_ = true;
+  crkit::log::info("node {} ({}): checkpoint {} of process group {} into {}", o_.node, host_, seq,
+                   pgid_, image);
+  tools_.push_back(std::move(*t));
+}
+
+void Agent::on_tool_exit(Tool& t, int st) {
+  if (t.out) drain(t.out, t.out_text);
+  if (t.err) drain(t.err, t.err_text);
+  const bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+  if (t.kind == Tool::Kind::Restart) {
+    if (!ok && !pidns_ && pid_namespace_ == "auto" && WIFEXITED(st) &&
+        (WEXITSTATUS(st) == EEXIST || WEXITSTATUS(st) == EBUSY)) {
+      // The original PIDs are taken here (the job still runs, or another copy): restart in
+      // a new PID namespace. The refused attempt touched nothing.
+      crkit::log::info("node {} ({}): {}; restarting in a new PID namespace", o_.node, host_,
+                       last_line(t.err_text));
+      if (Status s = start_restart(true); !s) {
+        send({{"op", "failed"}, {"error", s.error().message}, {"code", s.error().code}});
+        done_ = true;
+      }
+      return;
+    }
+    if (!ok) {
+      std::string why = fmt::format("node {} ({}): cr_restart failed ({}): {}", o_.node, host_,
+                                    status_text(st), last_line(t.err_text));
+      crkit::log::error("{}", why);
+      send({{"op", "failed"}, {"error", why}, {"code", WIFEXITED(st) ? WEXITSTATUS(st) : EIO}});
+      done_ = true;
+      return;
+    }
+    Json j = Json::parse(t.out_text, nullptr, false);
+    if (j.is_object()) {
+      if (j.contains("restored")) known_[j["restored"].get<pid_t>()] = -1;
+      if (!pidns_ && j.contains("pids"))
+        for (auto& p : j["pids"]) known_.emplace(p.get<pid_t>(), -1);
+      if (!pidns_ && j.contains("pid")) pgid_ = j["pid"].get<pid_t>();
+    }
+    if (!pidns_ && !known_.empty()) pgid_ = ::getpgid(known_.begin()->first);
+    running_ = true;
+    Json pids = Json::array();
+    for (auto& [p, r] : known_) pids.push_back(p);
+    send({{"op", "started"}, {"pids", pids}, {"pid_namespace", pidns_}});
+    crkit::log::info("node {} ({}): restarted ranks {}", o_.node, host_, Json(ranks_).dump());
+    return;
+  }
+  // A checkpoint.
+  if (!ckpt_) return;
+  Ckpt c = *ckpt_;
+  ckpt_.reset();
+  if (!ok) {
+    if (c.term) terminating_ = false;  // the ranks were left running
+    std::string why = c.aborted
+                          ? c.abort_reason
+                          : fmt::format("node {} ({}): cr_checkpoint failed ({}): {}", o_.node,
+                                        host_, status_text(st), last_line(t.err_text));
+    ::unlink(c.image.c_str());
+    send({{"op", "checkpoint_done"}, {"seq", c.seq}, {"ok", false}, {"error", why}});
+    return;
+  }
+  Json j = Json::parse(t.out_text, nullptr, false);
+  auto hash = crkit::coord::xxh64_file(c.image);
+  struct stat sb {};
+  if (!hash || ::stat(c.image.c_str(), &sb) < 0) {
+    send({{"op", "checkpoint_done"},
+          {"seq", c.seq},
+          {"ok", false},
+          {"error", fmt::format("node {} ({}): reading the image {}: {}", o_.node, host_, c.image,
+                                hash ? std::strerror(errno) : hash.error().message)}});
+    return;
+  }
+  double quiesce = j.is_object() ? j.value("quiesce_seconds", 0.0) * 1000 : 0;
+  double total = j.is_object() ? j.value("total_seconds", 0.0) * 1000 : ms_since(t.started);
+  send({{"op", "checkpoint_done"},
+        {"seq", c.seq},
+        {"ok", true},
+        {"image", c.image},
+        {"size", static_cast<uint64_t>(sb.st_size)},
+        {"xxh64", *hash},
+        {"quiesce_ms", quiesce},
+        {"dump_ms", total - quiesce}});
+}
+
+void Agent::on_child_exit(pid_t pid, int st) {
+  for (size_t i = 0; i < tools_.size(); ++i)
+    if (tools_[i].pid == pid) {
+      Tool t = std::move(tools_[i]);
+      tools_.erase(tools_.begin() + static_cast<long>(i));
+      on_tool_exit(t, st);
+      return;
+    }
+  auto it = known_.find(pid);
+  if (it == known_.end()) return;  // a descendant that came to us (we are a subreaper)
+  int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  if (terminating_ && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) code = 0;
+  if (code != 0 && exit_status_ == 0) {
+    exit_status_ = code;
+    exit_message_ = it->second >= 0 ? fmt::format("rank {} on node {} ({}) ended with {}",
+                                                  it->second, o_.node, host_, status_text(st))
+                                    : fmt::format("a restarted rank on node {} ({}) ended with {}",
+                                                  o_.node, host_, status_text(st));
+    crkit::log::error("{}", exit_message_);
+  }
+  // The coordinator abandons a snapshot in progress at once (the others' channel drain would
+  // wait for this rank forever) and ends the job, as mpiexec would.
+  if (code != 0 && !terminating_)
+    send({{"op", "rank_exited"},
+          {"rank", it->second},
+          {"status", code},
+          {"message", status_text(st)}});
+  known_.erase(it);
+}
+
+void Agent::check_done() {
+  if (done_ || !running_) return;
+  for (const auto& t : tools_)
+    if (t.kind == Tool::Kind::Restart) return;
+  if (!known_.empty()) return;
+  // Every rank we know of ended; restarted ones may have left descendants with us.
+  int st;
+  pid_t p;
+  while ((p = ::waitpid(-1, &st, WNOHANG)) > 0) on_child_exit(p, st);
+  if (p == 0 && !ckpt_) return;  // children remain (not ranks): wait for them too
+  done_ = true;
+  send({{"op", "exited"}, {"status", exit_status_}, {"message", exit_message_}});
+}
+
+void Agent::accept_stdio() {
+  for (;;) {
+    UniqueFd fd(::accept4(stdio_listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (!fd) return;
+    stdio_.push_back(StdioConn{std::move(fd), {}, -1, -1});
+  }
+}
+
+void Agent::service_stdio(size_t i) {
+  StdioConn& c = stdio_[i];
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(c.fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    if (n <= 0) {
+      c.fd.reset();
+      return;
+    }
+    size_t off = 0;
+    if (c.type < 0) {
+      size_t take = std::min<size_t>(12 - c.ident.size(), static_cast<size_t>(n));
+      c.ident.append(buf, take);
+      off = take;
+      if (c.ident.size() == 12) {
+        int v[3];
+        std::memcpy(v, c.ident.data(), sizeof v);
+        c.rank = v[0];
+        c.type = v[1];
+        // stdin: the job has none (as at launch); EOF at once.
+        if (c.type == 0) ::shutdown(c.fd.get(), SHUT_WR);
+      }
+    }
+    if (c.type == 1 || c.type == 2) {
+      const int out = c.type;
+      for (size_t k = off; k < static_cast<size_t>(n);) {
+        ssize_t w = ::write(out, buf + k, static_cast<size_t>(n) - k);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        k += static_cast<size_t>(w);
+      }
+    }
+  }
+}
+
+void Agent::on_coord_message(const Json& m) {
+  const std::string op = m.value("op", std::string());
+  if (op == "start") {
+    if (Status s = handle_start(m); !s) {
+      crkit::log::error("node {} ({}): {}", o_.node, host_, s.error().message);
+      send({{"op", "failed"}, {"error", s.error().message}, {"code", s.error().code}});
+      kill_ranks(SIGKILL);
+      done_ = true;
+    }
+  } else if (op == "fence_done") {
+    crkit::pmi::KvsMap kvs;
+    for (auto& [k, v] : m["kvs"].items()) kvs[k] = v.get<std::string>();
+    fence_->complete(std::move(kvs));
+  } else if (op == "fence_failed") {
+    fence_->complete(crkit::fail(EIO, m.value("error", std::string("fence failed"))));
+  } else if (op == "checkpoint") {
+    on_checkpoint(m);
+  } else if (op == "checkpoint_abort") {
+    if (ckpt_ && ckpt_->seq == m["seq"].get<uint64_t>()) {
+      ckpt_->aborted = true;
+      ckpt_->abort_reason = m.value("reason", std::string("abandoned by the coordinator"));
+      for (auto& t : tools_)
+        if (t.kind == Tool::Kind::Checkpoint) ::kill(t.pid, SIGTERM);
+    }
+  } else if (op == "kill") {
+    crkit::log::info("node {} ({}): killing the ranks: {}", o_.node, host_,
+                     m.value("reason", std::string()));
+    if (exit_status_ == 0) {
+      exit_status_ = 128 + SIGKILL;
+      exit_message_ = m.value("reason", std::string("killed by the coordinator"));
+    }
+    terminating_ = false;
+    kill_ranks(SIGKILL);
+  } else {
+    crkit::log::warn("node {}: unknown message '{}' from the coordinator", o_.node, op);
+  }
+}
+
+int Agent::run() {
+  char hn[256] = {};
+  ::gethostname(hn, sizeof hn - 1);
+  host_ = hn;
+  crkit::log::set_program(fmt::format("cr_agent[{}]", o_.node));
+  if (Status s = setup_signals(); !s) {
+    crkit::log::error("{}", s.error().message);
+    return 1;
+  }
+  auto fd = crkit::coord::connect_tcp(o_.coord, 20000);
+  if (!fd) {
+    crkit::log::error("node {} ({}): {}", o_.node, host_, fd.error().message);
+    return 1;
+  }
+  coord_ = Channel(std::move(*fd), "the coordinator at " + o_.coord.str());
+  send({{"op", "agent_hello"},
+        {"job", o_.job},
+        {"node", o_.node},
+        {"host", host_},
+        {"pid", ::getpid()}});
+
+  while (!done_ || !tools_.empty()) {
+    std::vector<struct pollfd> pfds;
+    pfds.push_back({coord_.fd(), POLLIN, 0});
+    pfds.push_back({sigfd_.get(), POLLIN, 0});
+    pfds.push_back({wake_.get(), POLLIN, 0});
+    const size_t fixed = 3;
+    const bool listening = stdio_listen_.valid();
+    if (listening) pfds.push_back({stdio_listen_.get(), POLLIN, 0});
+    const size_t stdio_base = pfds.size();
+    for (auto& c : stdio_) pfds.push_back({c.fd.get(), POLLIN, 0});
+    const size_t tool_base = pfds.size();
+    for (auto& t : tools_) {
+      pfds.push_back({t.out.valid() ? t.out.get() : -1, POLLIN, 0});
+      pfds.push_back({t.err.valid() ? t.err.get() : -1, POLLIN, 0});
+    }
+    int r = ::poll(pfds.data(), pfds.size(), 1000);
+    if (r < 0 && errno != EINTR) {
+      crkit::log::error("poll: {}", std::strerror(errno));
+      break;
+    }
+    // Tool output first: a tool's exit is handled with all it printed.
+    for (size_t i = 0; i < tools_.size(); ++i) {
+      if (pfds[tool_base + 2 * i].revents && tools_[i].out)
+        drain(tools_[i].out, tools_[i].out_text);
+      if (pfds[tool_base + 2 * i + 1].revents && tools_[i].err)
+        drain(tools_[i].err, tools_[i].err_text);
+    }
+    if (pfds[1].revents) {
+      struct signalfd_siginfo si;
+      while (::read(sigfd_.get(), &si, sizeof si) == sizeof si) {
+        if (si.ssi_signo == SIGCHLD) continue;
+        crkit::log::info("node {} ({}): {}: killing the ranks", o_.node, host_,
+                         strsignal(static_cast<int>(si.ssi_signo)));
+        kill_ranks(SIGKILL);
+        for (auto& t : tools_) ::kill(t.pid, SIGTERM);
+        if (exit_status_ == 0) exit_status_ = 128 + static_cast<int>(si.ssi_signo);
+      }
+      int st;
+      pid_t p;
+      while ((p = ::waitpid(-1, &st, WNOHANG)) > 0) on_child_exit(p, st);
+    }
+    if (pfds[2].revents) {
+      uint64_t n;
+      (void)!::read(wake_.get(), &n, sizeof n);
+      for (auto& puts : fence_->take_queued()) {
+        Json j = Json::object();
+        for (auto& [k, v] : puts) j[k] = v;
+        send({{"op", "fence"}, {"puts", j}});
+      }
+    }
+    if (listening && pfds[fixed].revents) accept_stdio();
+    for (size_t i = 0; i < stdio_.size(); ++i)
+      if (pfds[stdio_base + i].revents) service_stdio(i);
+    std::erase_if(stdio_, [](const StdioConn& c) { return !c.fd.valid(); });
+    if (pfds[0].revents) {
+      coord_.fill();
+      for (;;) {
+        auto m = coord_.next();
+        if (!m) {
+          crkit::log::error("node {}: {}", o_.node, m.error().message);
+          break;
+        }
+        if (!*m) break;
+        try {
+          on_coord_message(**m);
+        } catch (const std::exception& e) {
+          crkit::log::error("node {}: bad message from the coordinator: {}: {}", o_.node, e.what(),
+                            (**m).dump().substr(0, 300));
+        }
+      }
+      if (!coord_.open()) {
+        if (!done_)
+          crkit::log::error("node {} ({}): lost the coordinator; killing the ranks", o_.node,
+                            host_);
+        kill_ranks(SIGKILL);
+        if (fence_) fence_->fail_all("lost the coordinator");
+        for (auto& t : tools_) ::kill(t.pid, SIGTERM);
+        if (!done_) {
+          done_ = true;
+          exit_status_ = exit_status_ ? exit_status_ : 1;
+        }
+        // Reap what is left, then go.
+        int st;
+        while (!tools_.empty() || !known_.empty()) {
+          pid_t p = ::waitpid(-1, &st, 0);
+          if (p < 0) break;
+          on_child_exit(p, st);
+        }
+        break;
+      }
+    }
+    check_done();
+  }
+  // Relay what the restarted ranks still had to say.
+  for (size_t i = 0; i < stdio_.size(); ++i) service_stdio(i);
+  if (pmi_) pmi_->stop();
+  for (int r : ranks_) ::unlink(fmt::format("/tmp/hydra-env-file-{}:{}", ::getpid(), r).c_str());
+  return exit_status_ ? 1 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  crkit::log::set_program("cr_agent");
+  Options o = parse(argc, argv);
+  Agent a(std::move(o));
+  return a.run();
+}
