@@ -55,10 +55,6 @@ using crkit::coord::Channel;
 using crkit::coord::Json;
 using Clock = std::chrono::steady_clock;
 
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
-
 std::string self_dir() {
   std::error_code ec;
   auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -87,6 +83,7 @@ struct Tool {
   UniqueFd out, err;
   std::string out_text, err_text;
   Clock::time_point started = Clock::now();
+  int tag = -1;  // checkpoint: the rank of a per-rank image; restart: the image index
 };
 
 Result<Tool> spawn_tool(Tool::Kind kind, const std::vector<std::string>& argv,
@@ -109,7 +106,7 @@ Result<Tool> spawn_tool(Tool::Kind kind, const std::vector<std::string>& argv,
     std::fprintf(stderr, "cannot run %s: %s\n", args[0], std::strerror(errno));
     ::_exit(127);
   }
-  Tool t{kind, pid, std::move(por), std::move(per), {}, {}, Clock::now()};
+  Tool t{kind, pid, std::move(por), std::move(per), {}, {}, Clock::now(), -1};
   ::fcntl(t.out.get(), F_SETFL, O_NONBLOCK);
   ::fcntl(t.err.get(), F_SETFL, O_NONBLOCK);
   return t;
@@ -262,7 +259,7 @@ class Agent {
   Status setup_signals();
   Status handle_start(const Json& m);
   Status launch();
-  Status start_restart(bool new_pidns);
+  Status start_restart(size_t image, bool new_pidns);
   Status start_pmi();
   Status write_env_files(int stdio_port);
   void on_coord_message(const Json& m);
@@ -298,13 +295,21 @@ class Agent {
   bool running_ = false;  // ranks launched/restarted
   std::vector<Tool> tools_;
   // The checkpoint in progress.
+  // One image for the node's process group, or (all traffic over TCP) one per rank.
   struct Ckpt {
     uint64_t seq = 0;
-    std::string image;
     bool term = false;
     bool aborted = false;
     std::string abort_reason;
+    std::string error;  // the first failure
+    int pending = 0;    // cr_checkpoint runs not yet ended
+    std::vector<std::string> paths;
+    Json images = Json::array();
+    double quiesce_ms = 0, dump_ms = 0;
   };
+  void finish_checkpoint();
+  bool per_rank_ = false;
+  std::vector<bool> image_pidns_;  // restart: image i went into a new PID namespace
   std::optional<Ckpt> ckpt_;
   bool terminating_ = false;  // a --term snapshot killed the ranks on purpose
   int exit_status_ = 0;
@@ -405,16 +410,20 @@ Status Agent::write_env_files(int stdio_port) {
     ::unlink(path.c_str());
     UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!fd) return crkit::fail_errno("creating " + path);
+    // MPICH caches its host name from the first start; the restarted TCP netmod publishes
+    // the address of the name it reads here instead (per rank, read at reconnect time).
     std::string text =
-        fmt::format("PMI_PORT={}\nCKPOINT_STDINOUTERR_PORT={}\n", pmi_->pmi_port(), stdio_port);
+        fmt::format("PMI_PORT={}\nCKPOINT_STDINOUTERR_PORT={}\nMPICH_INTERFACE_HOSTNAME_R{}={}\n",
+                    pmi_->pmi_port(), stdio_port, r, host_);
     if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
       return crkit::fail_errno("writing " + path);
   }
   return {};
 }
 
-Status Agent::start_restart(bool new_pidns) {
-  const std::string image = start_["image"].get<std::string>();
+Status Agent::start_restart(size_t i, bool new_pidns) {
+  const Json& img = start_["images"].at(i);
+  const std::string image = img.at("path").get<std::string>();
   std::vector<std::string> argv = {tool_path("cr_restart"), "--no-wait", "--json",
                                    fmt::format("--libcr-requester={}", ::getpid())};
   if (new_pidns) {
@@ -425,9 +434,11 @@ Status Agent::start_restart(bool new_pidns) {
   }
   argv.push_back(image);
   CRKIT_ASSIGN(Tool t, spawn_tool(Tool::Kind::Restart, argv, old_mask_));
-  pidns_ = new_pidns;
+  t.tag = static_cast<int>(i);
+  if (new_pidns) pidns_ = true;
+  image_pidns_[i] = new_pidns;
   crkit::log::info("node {} ({}): restarting ranks {} from {}{}", o_.node, host_,
-                   Json(ranks_).dump(), image, new_pidns ? " in a new PID namespace" : "");
+                   img.at("ranks").dump(), image, new_pidns ? " in a new PID namespace" : "");
   tools_.push_back(std::move(t));
   return {};
 }
@@ -439,12 +450,17 @@ Status Agent::handle_start(const Json& m) {
   kvsname_ = m.value("kvsname", std::string("crkit_kvs"));
   restart_mode_ = m.value("mode", std::string("launch")) == "restart";
   pid_namespace_ = m.value("pid_namespace", std::string("auto"));
+  per_rank_ = m.value("per_rank_images", false);
   if (!restart_mode_) return launch();
   CRKIT_TRY(start_pmi());
   CRKIT_ASSIGN(stdio_listen_, crkit::coord::listen_tcp("127.0.0.1", 0));
   ::fcntl(stdio_listen_.get(), F_SETFL, O_NONBLOCK);
   CRKIT_TRY(write_env_files(crkit::coord::local_port(stdio_listen_.get())));
-  return start_restart(pid_namespace_ == "always");
+  const size_t n = start_["images"].size();
+  if (n == 0) return crkit::fail(EINVAL, "the restart names no image");
+  image_pidns_.assign(n, false);
+  for (size_t i = 0; i < n; ++i) CRKIT_TRY(start_restart(i, pid_namespace_ == "always"));
+  return {};
 }
 
 void Agent::kill_ranks(int sig) {
@@ -454,7 +470,6 @@ void Agent::kill_ranks(int sig) {
 
 void Agent::on_checkpoint(const Json& m) {
   const uint64_t seq = m["seq"].get<uint64_t>();
-  const std::string image = m["image"].get<std::string>();
   auto refuse = [&](const std::string& why) {
     send({{"op", "checkpoint_done"}, {"seq", seq}, {"ok", false}, {"error", why}});
   };
@@ -468,22 +483,77 @@ void Agent::on_checkpoint(const Json& m) {
         fmt::format("node {} ({}): the ranks were restarted in a new PID namespace; "
                     "checkpointing them again is not supported",
                     o_.node, host_));
+  // What to dump: the process group into one image, or every rank into its own.
+  std::vector<std::pair<std::string, std::vector<std::string>>> jobs;  // image, scope args
+  std::vector<int> tags;
+  if (per_rank_) {
+    for (auto& [pid, rank] : known_) {
+      if (rank < 0) continue;
+      jobs.push_back({fmt::format("{}/rank-{}.img", m["dir"].get<std::string>(), rank),
+                      {"--pid", std::to_string(pid)}});
+      tags.push_back(rank);
+    }
+    if (jobs.size() != ranks_.size())
+      return refuse(fmt::format("node {} ({}): {} of its {} ranks are running", o_.node, host_,
+                                jobs.size(), ranks_.size()));
+  } else {
+    jobs.push_back({m["image"].get<std::string>(), {"--group", std::to_string(pgid_)}});
+    tags.push_back(-1);
+  }
   std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(image).parent_path(), ec);
+  const auto parent = std::filesystem::path(jobs[0].first).parent_path();
+  std::filesystem::create_directories(parent, ec);
   if (ec)
-    return refuse(fmt::format("node {} ({}): creating {}: {}", o_.node, host_,
-                              std::filesystem::path(image).parent_path().string(), ec.message()));
+    return refuse(fmt::format("node {} ({}): creating {}: {}", o_.node, host_, parent.string(),
+                              ec.message()));
   const bool term = m.value("term", false);
-  std::vector<std::string> argv = {
-      tool_path("cr_checkpoint"), "--group", std::to_string(pgid_), "-f", image, "--json"};
-  if (term) argv.push_back("--kill");
-  auto t = spawn_tool(Tool::Kind::Checkpoint, argv, old_mask_);
-  if (!t) return refuse(fmt::format("node {} ({}): {}", o_.node, host_, t.error().message));
-  ckpt_ = Ckpt{seq, image, term, false, {}};
+  Ckpt c;
+  c.seq = seq;
+  c.term = term;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    std::vector<std::string> argv = {tool_path("cr_checkpoint")};
+    argv.insert(argv.end(), jobs[i].second.begin(), jobs[i].second.end());
+    argv.insert(argv.end(), {"-f", jobs[i].first, "--json"});
+    if (term) argv.push_back("--kill");
+    auto t = spawn_tool(Tool::Kind::Checkpoint, argv, old_mask_);
+    if (!t) {
+      for (auto& other : tools_)
+        if (other.kind == Tool::Kind::Checkpoint) ::kill(other.pid, SIGTERM);
+      c.error = fmt::format("node {} ({}): {}", o_.node, host_, t.error().message);
+      c.aborted = true;
+      c.abort_reason = c.error;
+      break;
+    }
+    t->tag = tags[i];
+    tools_.push_back(std::move(*t));
+    c.paths.push_back(jobs[i].first);
+    ++c.pending;
+  }
   if (term) terminating_ = true;
-  crkit::log::info("node {} ({}): checkpoint {} of process group {} into {}", o_.node, host_, seq,
-                   pgid_, image);
-  tools_.push_back(std::move(*t));
+  crkit::log::info("node {} ({}): checkpoint {} of {} into {}", o_.node, host_, seq,
+                   per_rank_ ? "each rank" : fmt::format("process group {}", pgid_),
+                   parent.string());
+  ckpt_ = std::move(c);
+  if (ckpt_->pending == 0) finish_checkpoint();
+}
+
+// Every cr_checkpoint of the request has ended: report the images, or the first failure.
+void Agent::finish_checkpoint() {
+  Ckpt c = std::move(*ckpt_);
+  ckpt_.reset();
+  const std::string err = c.aborted ? c.abort_reason : c.error;
+  if (!err.empty()) {
+    if (c.term) terminating_ = false;  // the ranks were left running
+    for (const auto& p : c.paths) ::unlink(p.c_str());
+    send({{"op", "checkpoint_done"}, {"seq", c.seq}, {"ok", false}, {"error", err}});
+    return;
+  }
+  send({{"op", "checkpoint_done"},
+        {"seq", c.seq},
+        {"ok", true},
+        {"images", c.images},
+        {"quiesce_ms", c.quiesce_ms},
+        {"dump_ms", c.dump_ms}});
 }
 
 void Agent::on_tool_exit(Tool& t, int st) {
@@ -491,13 +561,13 @@ void Agent::on_tool_exit(Tool& t, int st) {
   if (t.err) drain(t.err, t.err_text);
   const bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
   if (t.kind == Tool::Kind::Restart) {
-    if (!ok && !pidns_ && pid_namespace_ == "auto" && WIFEXITED(st) &&
-        (WEXITSTATUS(st) == EEXIST || WEXITSTATUS(st) == EBUSY)) {
+    if (!ok && !image_pidns_[static_cast<size_t>(t.tag)] && pid_namespace_ == "auto" &&
+        WIFEXITED(st) && (WEXITSTATUS(st) == EEXIST || WEXITSTATUS(st) == EBUSY)) {
       // The original PIDs are taken here (the job still runs, or another copy): restart in
       // a new PID namespace. The refused attempt touched nothing.
       crkit::log::info("node {} ({}): {}; restarting in a new PID namespace", o_.node, host_,
                        last_line(t.err_text));
-      if (Status s = start_restart(true); !s) {
+      if (Status s = start_restart(static_cast<size_t>(t.tag), true); !s) {
         send({{"op", "failed"}, {"error", s.error().message}, {"code", s.error().code}});
         done_ = true;
       }
@@ -512,13 +582,18 @@ void Agent::on_tool_exit(Tool& t, int st) {
       return;
     }
     Json j = Json::parse(t.out_text, nullptr, false);
+    const Json& img = start_["images"].at(static_cast<size_t>(t.tag));
+    // A per-rank image holds one rank: its restored process is that rank.
+    const int rank = img.at("ranks").size() == 1 ? img.at("ranks")[0].get<int>() : -1;
+    const bool in_ns = image_pidns_[static_cast<size_t>(t.tag)];
     if (j.is_object()) {
-      if (j.contains("restored")) known_[j["restored"].get<pid_t>()] = -1;
-      if (!pidns_ && j.contains("pids"))
-        for (auto& p : j["pids"]) known_.emplace(p.get<pid_t>(), -1);
-      if (!pidns_ && j.contains("pid")) pgid_ = j["pid"].get<pid_t>();
+      if (j.contains("restored")) known_[j["restored"].get<pid_t>()] = rank;
+      if (!in_ns && j.contains("pids"))
+        for (auto& p : j["pids"]) known_.emplace(p.get<pid_t>(), rank);
+      if (!in_ns && j.contains("pid") && !per_rank_) pgid_ = ::getpgid(j["pid"].get<pid_t>());
     }
-    if (!pidns_ && !known_.empty()) pgid_ = ::getpgid(known_.begin()->first);
+    for (const auto& other : tools_)
+      if (other.kind == Tool::Kind::Restart) return;  // more images to come
     running_ = true;
     Json pids = Json::array();
     for (auto& [p, r] : known_) pids.push_back(p);
@@ -526,41 +601,38 @@ void Agent::on_tool_exit(Tool& t, int st) {
     crkit::log::info("node {} ({}): restarted ranks {}", o_.node, host_, Json(ranks_).dump());
     return;
   }
-  // A checkpoint.
+  // One cr_checkpoint of the request.
   if (!ckpt_) return;
-  Ckpt c = *ckpt_;
-  ckpt_.reset();
+  Ckpt& c = *ckpt_;
+  --c.pending;
   if (!ok) {
-    if (c.term) terminating_ = false;  // the ranks were left running
-    std::string why = c.aborted
-                          ? c.abort_reason
-                          : fmt::format("node {} ({}): cr_checkpoint failed ({}): {}", o_.node,
-                                        host_, status_text(st), last_line(t.err_text));
-    ::unlink(c.image.c_str());
-    send({{"op", "checkpoint_done"}, {"seq", c.seq}, {"ok", false}, {"error", why}});
-    return;
+    if (c.error.empty())
+      c.error = fmt::format("node {} ({}): cr_checkpoint{} failed ({}): {}", o_.node, host_,
+                            t.tag >= 0 ? fmt::format(" of rank {}", t.tag) : "", status_text(st),
+                            last_line(t.err_text));
+    for (auto& other : tools_)  // the others would only wait for a drain that cannot finish
+      if (other.kind == Tool::Kind::Checkpoint) ::kill(other.pid, SIGTERM);
+  } else {
+    Json j = Json::parse(t.out_text, nullptr, false);
+    const std::string image = j.is_object() ? j.value("file", std::string()) : std::string();
+    auto hash = crkit::coord::xxh64_file(image);
+    struct stat sb {};
+    if (!hash || ::stat(image.c_str(), &sb) < 0) {
+      if (c.error.empty())
+        c.error = fmt::format("node {} ({}): reading the image '{}': {}", o_.node, host_, image,
+                              hash ? std::strerror(errno) : hash.error().message);
+    } else {
+      const double quiesce = j.value("quiesce_seconds", 0.0) * 1000;
+      const double total = j.value("total_seconds", 0.0) * 1000;
+      c.quiesce_ms = std::max(c.quiesce_ms, quiesce);
+      c.dump_ms = std::max(c.dump_ms, total - quiesce);
+      c.images.push_back({{"image", image},
+                          {"ranks", t.tag >= 0 ? std::vector<int>{t.tag} : ranks_},
+                          {"size", static_cast<uint64_t>(sb.st_size)},
+                          {"xxh64", *hash}});
+    }
   }
-  Json j = Json::parse(t.out_text, nullptr, false);
-  auto hash = crkit::coord::xxh64_file(c.image);
-  struct stat sb {};
-  if (!hash || ::stat(c.image.c_str(), &sb) < 0) {
-    send({{"op", "checkpoint_done"},
-          {"seq", c.seq},
-          {"ok", false},
-          {"error", fmt::format("node {} ({}): reading the image {}: {}", o_.node, host_, c.image,
-                                hash ? std::strerror(errno) : hash.error().message)}});
-    return;
-  }
-  double quiesce = j.is_object() ? j.value("quiesce_seconds", 0.0) * 1000 : 0;
-  double total = j.is_object() ? j.value("total_seconds", 0.0) * 1000 : ms_since(t.started);
-  send({{"op", "checkpoint_done"},
-        {"seq", c.seq},
-        {"ok", true},
-        {"image", c.image},
-        {"size", static_cast<uint64_t>(sb.st_size)},
-        {"xxh64", *hash},
-        {"quiesce_ms", quiesce},
-        {"dump_ms", total - quiesce}});
+  if (c.pending == 0) finish_checkpoint();
 }
 
 void Agent::on_child_exit(pid_t pid, int st) {

@@ -87,6 +87,7 @@ struct Job {
   std::string kvsname;
   std::optional<crkit::coord::Manifest> restart_from;
   std::string restart_dir;
+  std::vector<std::vector<size_t>> node_images;  // restart: node -> its images
   bool terminated_by_snapshot = false;
 };
 
@@ -183,17 +184,30 @@ Status Coordinator::submit(int cid, const Json& spec) {
   if (spec.contains("restart") && spec["restart"].is_object()) {
     const std::string mpath = spec["restart"].at("manifest").get<std::string>();
     CRKIT_ASSIGN(auto man, crkit::coord::read_manifest(mpath));
-    if (man.nranks != job.nranks || man.images.size() != job.nodes.size())
-      return crkit::fail(
-          EINVAL, fmt::format("{}: the snapshot has {} ranks on {} nodes, the "
-                              "request {} ranks on {} nodes",
-                              mpath, man.nranks, man.images.size(), job.nranks, job.nodes.size()));
-    for (size_t i = 0; i < man.images.size(); ++i)
-      if (man.images[i].ranks != job.nodes[i].ranks)
-        return crkit::fail(EINVAL, fmt::format("{}: node image {} holds ranks {}, the request "
-                                               "places {} there",
-                                               mpath, i, Json(man.images[i].ranks).dump(),
-                                               Json(job.nodes[i].ranks).dump()));
+    if (man.nranks != job.nranks)
+      return crkit::fail(EINVAL, fmt::format("{}: the snapshot has {} ranks, the request {}", mpath,
+                                             man.nranks, job.nranks));
+    // Every image goes whole onto the node that is to run all of its ranks.
+    job.node_images.assign(job.nodes.size(), {});
+    for (size_t i = 0; i < man.images.size(); ++i) {
+      size_t k = 0;
+      for (; k < job.nodes.size(); ++k) {
+        const auto& nr = job.nodes[k].ranks;
+        if (std::all_of(man.images[i].ranks.begin(), man.images[i].ranks.end(),
+                        [&](int r) { return std::find(nr.begin(), nr.end(), r) != nr.end(); }))
+          break;
+      }
+      if (k == job.nodes.size())
+        return crkit::fail(
+            EINVAL, fmt::format("{}: image {} holds ranks {}, which the request "
+                                "does not place on one node (they share memory)",
+                                mpath, man.images[i].path, Json(man.images[i].ranks).dump()));
+      job.node_images[k].push_back(i);
+    }
+    for (size_t k = 0; k < job.nodes.size(); ++k)
+      if (job.node_images[k].empty())
+        return crkit::fail(EINVAL, fmt::format("node {} ({}) would get no image of {}", k,
+                                               job.nodes[k].host, mpath));
     // MPICH keeps the key space's name across a restart (mpir_pmi.c caches it).
     job.kvsname = "crkit_" + man.job;
     std::filesystem::path p(mpath);
@@ -267,6 +281,7 @@ void Coordinator::start_snapshot(Job& job, int requester, bool term, int timeout
     send_node(job, static_cast<int>(k),
               {{"op", "checkpoint"},
                {"seq", s.seq},
+               {"dir", s.dir},
                {"image", fmt::format("{}/node-{}.img", s.dir, k)},
                {"term", term}});
   job.snap = std::move(s);
@@ -317,15 +332,18 @@ void Coordinator::snapshot_progress(Job& job) {
   double quiesce = 0, dump = 0;
   for (size_t k = 0; k < job.nodes.size(); ++k) {
     const Json& d = s.done[static_cast<int>(k)];
-    m.hosts.push_back(job.nodes[k].host);
-    crkit::coord::ImageEntry e;
-    e.node = static_cast<int>(k);
-    e.host = job.nodes[k].host;
-    e.ranks = job.nodes[k].ranks;
-    e.path = std::filesystem::path(d.value("image", std::string())).filename().string();
-    e.size = d.value("size", uint64_t{0});
-    e.xxh64 = d.value("xxh64", std::string());
-    m.images.push_back(std::move(e));
+    // An image per node, or (all traffic over TCP) per rank: each is a "node" of the manifest.
+    for (const auto& im : d.at("images")) {
+      crkit::coord::ImageEntry e;
+      e.node = static_cast<int>(m.hosts.size());
+      e.host = job.nodes[k].host;
+      m.hosts.push_back(e.host);
+      e.ranks = im.at("ranks").get<std::vector<int>>();
+      e.path = std::filesystem::path(im.at("image").get<std::string>()).filename().string();
+      e.size = im.value("size", uint64_t{0});
+      e.xxh64 = im.value("xxh64", std::string());
+      m.images.push_back(std::move(e));
+    }
     quiesce = std::max(quiesce, d.value("quiesce_ms", 0.0));
     dump = std::max(dump, d.value("dump_ms", 0.0));
   }
@@ -564,9 +582,14 @@ void Coordinator::on_message(int cid, const Json& m) {
     if (uniform)
       start["ppn_map"] = crkit::pmi::process_mapping_block(
           static_cast<int>(job->nodes.size()), static_cast<int>(job->nodes[0].ranks.size()));
-    if (job->restart_from)
-      start["image"] =
-          job->restart_dir + "/" + job->restart_from->images[static_cast<size_t>(node)].path;
+    start["per_rank_images"] = job->spec.value("nolocal", false);
+    if (job->restart_from) {
+      Json images = Json::array();
+      for (size_t i : job->node_images[static_cast<size_t>(node)])
+        images.push_back({{"path", job->restart_dir + "/" + job->restart_from->images[i].path},
+                          {"ranks", job->restart_from->images[i].ranks}});
+      start["images"] = images;
+    }
     reply(cid, start);
     crkit::log::info("job {}: node {} ({}) connected", job->id, node, n.host);
     return;

@@ -337,6 +337,31 @@ Result<std::vector<NodePlan>> plan_restart(const Manifest& m, const std::vector<
     return fail(
         st.error().context(fmt::format("cannot restart snapshot {} of job '{}'", m.seq, m.job)));
   }
+  // All traffic over TCP (MPIR_CVAR_NOLOCAL): ranks share no memory, so the snapshot holds
+  // one image per rank and any number of them may go onto one host, up to its slots (a host
+  // without slots takes its share: the ranks divided evenly over the hosts).
+  const bool per_rank = m.nolocal && std::all_of(m.images.begin(), m.images.end(),
+                                                 [](const auto& e) { return e.ranks.size() == 1; });
+  if (per_rank) {
+    const int share =
+        (m.nranks + static_cast<int>(hosts.size()) - 1) / static_cast<int>(hosts.size());
+    int total = 0;
+    for (const auto& h : hosts) total += h.slots > 0 ? h.slots : share;
+    if (total < static_cast<int>(m.images.size()))
+      return fail(EINVAL, fmt::format("cannot restart snapshot {} of job '{}': it has {} ranks; "
+                                      "the new host list has {} slots on {} hosts",
+                                      m.seq, m.job, m.images.size(), total, hosts.size()));
+    std::vector<NodePlan> plan;
+    size_t i = 0;
+    for (const auto& h : hosts) {
+      NodePlan n{h.host, {}};
+      const int cap = h.slots > 0 ? h.slots : share;
+      for (int k = 0; k < cap && i < m.images.size(); ++k)
+        n.ranks.push_back(m.images[i++].ranks[0]);
+      if (!n.ranks.empty()) plan.push_back(std::move(n));
+    }
+    return plan;
+  }
   std::vector<int> needs;
   for (const auto& e : m.images) needs.push_back(static_cast<int>(e.ranks.size()));
   std::vector<int> caps;
