@@ -315,6 +315,7 @@ class Agent {
   int exit_status_ = 0;
   std::string exit_message_;
   bool done_ = false;
+  bool reported_ = false;  // "exited" was sent
 };
 
 void Agent::send(const Json& m) {
@@ -666,7 +667,8 @@ void Agent::on_child_exit(pid_t pid, int st) {
 }
 
 void Agent::check_done() {
-  if (done_ || !running_) return;
+  // A checkpoint in progress reports first (with --term its ranks are gone already).
+  if (done_ || !running_ || ckpt_) return;
   for (const auto& t : tools_)
     if (t.kind == Tool::Kind::Restart) return;
   if (!known_.empty()) return;
@@ -674,9 +676,10 @@ void Agent::check_done() {
   int st;
   pid_t p;
   while ((p = ::waitpid(-1, &st, WNOHANG)) > 0) on_child_exit(p, st);
-  if (p == 0 && !ckpt_) return;  // children remain (not ranks): wait for them too
+  if (p == 0) return;  // children remain (not ranks): wait for them too
   done_ = true;
-  send({{"op", "exited"}, {"status", exit_status_}, {"message", exit_message_}});
+  reported_ =
+      coord_.send({{"op", "exited"}, {"status", exit_status_}, {"message", exit_message_}}).ok();
 }
 
 void Agent::accept_stdio() {
@@ -880,7 +883,8 @@ int Agent::run() {
   for (size_t i = 0; i < stdio_.size(); ++i) service_stdio(i);
   if (pmi_) pmi_->stop();
   for (int r : ranks_) ::unlink(fmt::format("/tmp/hydra-env-file-{}:{}", ::getpid(), r).c_str());
-  return exit_status_ ? 1 : 0;
+  // The job's status went to the coordinator; ours says whether this agent did its part.
+  return reported_ ? 0 : 1;
 }
 
 }  // namespace

@@ -319,8 +319,7 @@ void Coordinator::snapshot_progress(Job& job) {
                        rm.error().message);
     if (s.term) job.terminated_by_snapshot = false;
     if (s.requester >= 0)
-      refuse(s.requester, s.code ? s.code : EIO,
-             fmt::format("snapshot {} of job {} abandoned: {}", s.seq, job.id, s.error));
+      refuse(s.requester, s.code ? s.code : EIO, s.error);  // the client says "abandoned"
     job.snap.reset();
     return;
   }
@@ -393,6 +392,16 @@ void Coordinator::kill_job(Job& job, const std::string& why, int code) {
   }
   crkit::log::error("job {}: {}", job.id, why);
   abandon(job, why, EIO);
+  // A node whose agent never connected has nothing to kill: it is done.
+  for (size_t k = 0; k < job.nodes.size(); ++k)
+    if (job.nodes[k].conn < 0 && !job.nodes[k].exited) {
+      job.nodes[k].exited = true;
+      job.nodes[k].status = code;
+    }
+  if (std::all_of(job.nodes.begin(), job.nodes.end(), [](const Node& n) { return n.exited; })) {
+    finish(job);
+    return;
+  }
   for (size_t k = 0; k < job.nodes.size(); ++k)
     if (!job.nodes[k].exited)
       send_node(job, static_cast<int>(k), {{"op", "kill"}, {"reason", why}});
@@ -432,9 +441,11 @@ void Coordinator::node_exited(Job& job, int node, int status, const std::string&
 }
 
 void Coordinator::finish(Job& job) {
+  const bool was = job.state == Job::State::Finished;
   job.state = Job::State::Finished;
-  crkit::log::info("job {}: ended with status {}{}", job.id, job.exit_code,
-                   job.message.empty() ? "" : ": " + job.message);
+  if (!was)
+    crkit::log::info("job {}: ended with status {}{}", job.id, job.exit_code,
+                     job.message.empty() ? "" : ": " + job.message);
   for (int w : job.waiters)
     reply(w, {{"ok", true},
               {"job", job.id},
@@ -466,8 +477,9 @@ void Coordinator::on_agent(int cid, Job& job, const Json& m) {
     job.state = Job::State::Running;
     crkit::log::info("job {}: all {} nodes running", job.id, job.nodes.size());
   } else if (op == "failed") {
+    // The agent's error names its node already.
     node_exited(job, node, m.value("code", 1) ? m.value("code", 1) : 1,
-                fmt::format("node {} ({}): {}", node, n.host, m.value("error", std::string())));
+                m.value("error", fmt::format("node {} ({}) failed", node, n.host)));
   } else if (op == "checkpoint_done") {
     if (!job.snap || m.value("seq", uint64_t{0}) != job.snap->seq) return;
     job.snap->done[node] = m;
@@ -613,6 +625,12 @@ void Coordinator::on_closed(int cid) {
     }
   } else {
     for (auto& [id, job] : jobs_) {
+      // A private coordinator's job belongs to the cr_mpirun waiting for it: gone, it ends.
+      if (private_ && job.state != Job::State::Finished &&
+          std::find(job.waiters.begin(), job.waiters.end(), cid) != job.waiters.end()) {
+        std::erase(job.waiters, cid);
+        kill_job(job, "cr_mpirun, which started the job, is gone", 137);
+      }
       std::erase(job.waiters, cid);
       if (job.snap && job.snap->requester == cid) job.snap->requester = -1;
     }
