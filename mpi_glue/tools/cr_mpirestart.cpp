@@ -154,6 +154,7 @@ int main(int argc, char** argv) {
   spec.keep = o.job.keep;
   spec.interval = o.job.interval;
   spec.nolocal = m->nolocal;
+  spec.mpi = m->mpi;
   spec.restart_manifest = where->manifest;
   spec.pid_namespace_always = o.pid_namespace_always;
   return run_job(o.job, *programs, spec, "cr_mpirestart");

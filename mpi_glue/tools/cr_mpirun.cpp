@@ -114,5 +114,10 @@ int main(int argc, char** argv) {
   spec.keep = o.job.keep;
   spec.interval = o.job.interval;
   spec.nolocal = o.nolocal;
+  std::string warning;
+  spec.mpi = describe_mpi(spec.env, &warning);
+  if (!warning.empty())
+    std::fprintf(stderr, "cr_mpirun: warning: if %s is an MPICH program, %s\n",
+                 spec.argv[0].c_str(), warning.c_str());
   return run_job(o.job, *programs, spec, "cr_mpirun");
 }

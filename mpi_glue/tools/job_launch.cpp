@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -690,6 +691,47 @@ Result<std::vector<coord::HostSlot>> load_hosts(const JobOptions& o) {
   return coord::parse_hostfile(text.str(), o.hostfile);
 }
 
+std::string describe_mpi(const std::map<std::string, std::string>& env, std::string* warning) {
+  std::vector<std::string> dirs;
+  if (auto it = env.find("LD_LIBRARY_PATH"); it != env.end()) {
+    std::stringstream ss(it->second);
+    for (std::string d; std::getline(ss, d, ':');)
+      if (!d.empty()) dirs.push_back(d);
+  }
+  dirs.push_back("/usr/lib/x86_64-linux-gnu");
+  for (const auto& d : dirs) {
+    const std::string lib = d + "/libmpich.so.12";
+    if (::access(lib.c_str(), R_OK) != 0) continue;
+    const std::string tool = d + "/../bin/mpichversion";
+    std::string version, device;
+    if (::access(tool.c_str(), X_OK) == 0) {
+      if (FILE* f = ::popen(shell_quote(tool).c_str(), "r")) {
+        char line[512];
+        while (std::fgets(line, sizeof line, f)) {
+          std::string l(line);
+          auto value = [&](const char* key) {
+            std::string v = l.substr(std::strlen(key));
+            v.erase(0, v.find_first_not_of(" \t"));
+            while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) v.pop_back();
+            return v;
+          };
+          if (l.rfind("MPICH Version:", 0) == 0) version = value("MPICH Version:");
+          if (l.rfind("MPICH Device:", 0) == 0) device = value("MPICH Device:");
+        }
+        ::pclose(f);
+      }
+    }
+    if (device.rfind("ch3:nemesis", 0) != 0 && warning)
+      *warning = fmt::format(
+          "the ranks will load {} ({}), which cannot checkpoint: put the lib directory of the "
+          "checkpoint-enabled MPICH (mpi_glue/build-mpich.sh --print-prefix) first in "
+          "LD_LIBRARY_PATH",
+          lib, device.empty() ? "not a checkpoint-enabled build" : "device " + device);
+    return version.empty() ? "MPICH (" + lib + ")" : fmt::format("MPICH {} {}", version, device);
+  }
+  return "unknown (no libmpich.so.12 found)";
+}
+
 Json spec_json(const JobSpec& s) {
   Json nodes = Json::array();
   for (const auto& n : s.nodes) nodes.push_back(Json{{"host", n.host}, {"ranks", n.ranks}});
@@ -706,6 +748,7 @@ Json spec_json(const JobSpec& s) {
                {"restart", nullptr},
                {"pid_namespace", s.pid_namespace_always ? "always" : "auto"}};
   if (!s.restart_manifest.empty()) spec["restart"] = Json{{"manifest", s.restart_manifest}};
+  if (!s.mpi.empty()) spec["mpi"] = s.mpi;
   return spec;
 }
 

@@ -68,8 +68,14 @@ struct JobSpec {
   bool nolocal = false;
   std::string restart_manifest;  // absolute path; empty: a fresh launch
   bool pid_namespace_always = false;
+  std::string mpi;  // for the manifest, see describe_mpi()
 };
 coord::Json spec_json(const JobSpec& s);
+
+// Which MPICH the ranks will load: the first libmpich.so.12 on the job's LD_LIBRARY_PATH
+// whose prefix has bin/mpichversion ("MPICH 4.0.2 ch3:nemesis"), else the system's. Sets
+// `warning` when that library cannot checkpoint (not ch3:nemesis, e.g. Debian's ch4:ucx).
+std::string describe_mpi(const std::map<std::string, std::string>& env, std::string* warning);
 
 // Runs the job to its end (see the top of this file) and returns the tool's exit status: the
 // job's exit code; 128+N when signal N (SIGINT, SIGTERM, SIGHUP) stopped it; the errno of a

@@ -15,6 +15,8 @@
 #   term     cr_snapshot --term, then cr_mpirestart on the same nodes
 #   killrank a rank killed during a snapshot: it is abandoned with a clear message, leaves no
 #            manifest, and the previous snapshot restarts the job
+#   periodic --checkpoint-interval 2 --keep 2: the job finishes right, two snapshots are left,
+#            the newest restarts
 # Needs root (namespaces), CRKIT_BINDIR (cr_mpirun & co), MPICH (the build's prefix) and
 # RING_HALO (the example), set by tests/mpi/CMakeLists.txt.
 source "$(dirname "${BASH_SOURCE[0]}")/../integration/lib.sh"
@@ -26,10 +28,11 @@ for v in CRKIT_BINDIR MPICH RING_HALO; do
 done
 [[ -x $MPICH/lib/libmpich.so.12 || -e $MPICH/lib/libmpich.so.12 ]] ||
   crt_fail "MPICH=$MPICH has no lib/libmpich.so.12 (run mpi_glue/build-mpich.sh)"
-trap 'nn_down >/dev/null 2>&1; crt_cleanup' EXIT
+# crt_cleanup reads the script's status from $?: keep it across nn_down.
+trap 'crt_rc=$?; nn_down >/dev/null 2>&1; (exit $crt_rc); crt_cleanup' EXIT
 nn_up 6 || crt_fail "could not create the namespace nodes"
 
-PHASES=${CRKIT_MPI_PHASES:-main nolocal copy term killrank}
+PHASES=${CRKIT_MPI_PHASES:-main nolocal copy term killrank periodic}
 ITER=${CRKIT_MPI_ITER:-500}
 SLEEP_US=${CRKIT_MPI_SLEEP_US:-20000} # ~10 s per run: time for several snapshots
 LIBCR_DIR=$(cd "$CRKIT_BINDIR/../lib" && pwd) || crt_fail "no lib directory next to $CRKIT_BINDIR"
@@ -131,7 +134,7 @@ phase_copy() {
   wait_progress orig 2
   snapshot copy_snap orig
   crt_expect_rc copy_snap 0 "cr_snapshot orig"
-  on_head copy 180 "${RESTART[@]}" --hosts node4:2,node5:2,node6:2 --job copy "$(tail -1 "$T/copy_snap.out")"
+  on_head copy 300 "${RESTART[@]}" --hosts node4:2,node5:2,node6:2 --job copy "$(tail -1 "$T/copy_snap.out")"
   crt_expect_rc copy 0 "a copy restarted while the original runs (new PID namespaces)"
   expect_checksum copy "the copy"
   wait "$job" || crt_fail "the original job failed (status $?): $(tail -5 "$T/orig.err")"
@@ -182,6 +185,19 @@ phase_killrank() {
   on_head kr_rs 180 "${RESTART[@]}" --job kr_rs "$(tail -1 "$T/kr1.out")"
   crt_expect_rc kr_rs 0 "cr_mpirestart of the previous snapshot"
   expect_checksum kr_rs "the job restarted from the snapshot before the failed one"
+}
+
+phase_periodic() {
+  on_head per 180 "${RUN[@]}" --checkpoint-interval 2 --keep 2 -n 6 --hosts node1:2,node2:2,node3:2 --job per "$RING_HALO" "$ITER" "$SLEEP_US"
+  crt_expect_rc per 0 "cr_mpirun --checkpoint-interval 2 --keep 2"
+  expect_checksum per "the job checkpointed every 2 s"
+  local snaps
+  mapfile -t snaps < <(find "$CKPT/per" -maxdepth 2 -name manifest.json | sort)
+  crt_check "--keep 2 left two committed snapshots (found ${#snaps[@]})"
+  ((${#snaps[@]} == 2)) || crt_fail "expected 2 snapshots in $CKPT/per, found: ${snaps[*]}"
+  on_head per_rs 180 "${RESTART[@]}" --job per_rs "$(dirname "${snaps[1]}")"
+  crt_expect_rc per_rs 0 "cr_mpirestart of the newest periodic snapshot"
+  expect_checksum per_rs "the job restarted from its newest periodic snapshot"
 }
 
 for ph in $PHASES; do
