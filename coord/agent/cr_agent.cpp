@@ -99,6 +99,7 @@ Result<Tool> spawn_tool(Tool::Kind kind, const std::vector<std::string>& argv,
   pid_t pid = ::fork();
   if (pid < 0) return crkit::fail_errno("fork");
   if (pid == 0) {
+    for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGPIPE}) ::signal(sig, SIG_DFL);
     ::sigprocmask(SIG_SETMASK, &child_mask, nullptr);
     ::dup2(pow.get(), 1);
     ::dup2(pew.get(), 2);
@@ -264,6 +265,7 @@ class Agent {
   Status write_env_files(int stdio_port);
   void on_coord_message(const Json& m);
   void on_checkpoint(const Json& m);
+  void on_prepare(const Json& m);
   void on_tool_exit(Tool& t, int st);
   void on_child_exit(pid_t pid, int st);
   void accept_stdio();
@@ -325,7 +327,10 @@ void Agent::send(const Json& m) {
 Status Agent::setup_signals() {
   sigset_t mask;
   sigemptyset(&mask);
-  for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
+  for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP}) {
+    sigaddset(&mask, s);
+    ::signal(s, SIG_DFL);  // a launcher may have left them ignored (nohup)
+  }
   if (::sigprocmask(SIG_BLOCK, &mask, &old_mask_) < 0) return crkit::fail_errno("sigprocmask");
   sigfd_.reset(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!sigfd_) return crkit::fail_errno("signalfd");
@@ -379,7 +384,8 @@ Status Agent::launch() {
       ::setpgid(0, pgid_);
       ::sigprocmask(SIG_SETMASK, &old_mask_, nullptr);
       ::signal(SIGPIPE, SIG_DFL);
-      int devnull = ::open("/dev/null", O_RDONLY);
+      for (int sig : {SIGTERM, SIGINT, SIGHUP}) ::signal(sig, SIG_DFL);
+      int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
       if (devnull >= 0) ::dup2(devnull, 0);
       if (::chdir(cwd.c_str()) < 0) {
         std::fprintf(stderr, "cr_agent: rank %d: cannot enter %s: %s\n", r, cwd.c_str(),
@@ -409,7 +415,7 @@ Status Agent::write_env_files(int stdio_port) {
   for (int r : ranks_) {
     const std::string path = fmt::format("/tmp/hydra-env-file-{}:{}", ::getpid(), r);
     ::unlink(path.c_str());
-    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) return crkit::fail_errno("creating " + path);
     // MPICH caches its host name from the first start; the restarted TCP netmod publishes
     // the address of the name it reads here instead (per rank, read at reconnect time).
@@ -446,8 +452,8 @@ Status Agent::start_restart(size_t i, bool new_pidns) {
 
 Status Agent::handle_start(const Json& m) {
   start_ = m;
-  ranks_ = m["ranks"].get<std::vector<int>>();
-  nranks_ = m["nranks"].get<int>();
+  ranks_ = m.at("ranks").get<std::vector<int>>();
+  nranks_ = m.at("nranks").get<int>();
   kvsname_ = m.value("kvsname", std::string("crkit_kvs"));
   restart_mode_ = m.value("mode", std::string("launch")) == "restart";
   pid_namespace_ = m.value("pid_namespace", std::string("auto"));
@@ -465,12 +471,62 @@ Status Agent::handle_start(const Json& m) {
 }
 
 void Agent::kill_ranks(int sig) {
-  if (pgid_ > 0 && !pidns_) ::kill(-pgid_, sig);
+  if (pgid_ > 0 && !pidns_ && !known_.empty()) ::kill(-pgid_, sig);
   for (auto& [p, r] : known_) ::kill(p, sig);
 }
 
+// Phase 1 of a snapshot: can this node take part? Nothing is asked of the ranks yet, so a
+// "no" here costs the job nothing.
+void Agent::on_prepare(const Json& m) {
+  const uint64_t seq = m.at("seq").get<uint64_t>();
+  auto answer = [&](const std::string& why) {
+    send({{"op", "prepared"}, {"seq", seq}, {"ok", why.empty()}, {"error", why}});
+  };
+  if (ckpt_)
+    return answer(
+        fmt::format("node {} ({}): checkpoint {} is still running", o_.node, host_, ckpt_->seq));
+  if (!running_ || done_)
+    return answer(fmt::format("node {} ({}): the ranks are not running", o_.node, host_));
+  if (pidns_)
+    return answer(
+        fmt::format("node {} ({}): the ranks were restarted in a new PID namespace; "
+                    "checkpointing them again is not supported",
+                    o_.node, host_));
+  std::vector<std::string> paths;
+  if (per_rank_) {
+    for (auto& [pid, rank] : known_)
+      if (rank >= 0)
+        paths.push_back(fmt::format("{}/rank-{}.img", m.at("dir").get<std::string>(), rank));
+    if (paths.size() != ranks_.size())
+      return answer(fmt::format("node {} ({}): {} of its {} ranks are running", o_.node, host_,
+                                paths.size(), ranks_.size()));
+  } else {
+    paths.push_back(m.at("image").get<std::string>());
+  }
+  const auto dir = std::filesystem::path(paths[0]).parent_path();
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    return answer(
+        fmt::format("node {} ({}): creating {}: {}", o_.node, host_, dir.string(), ec.message()));
+  for (const auto& p : paths) {
+    struct stat sb {};
+    if (::lstat(p.c_str(), &sb) == 0 && !S_ISREG(sb.st_mode))
+      return answer(fmt::format("node {} ({}): the image path {} exists and is not a file", o_.node,
+                                host_, p));
+  }
+  // The directory takes a new file (read-only file systems, quotas, permissions).
+  const std::string probe = fmt::format("{}/.prepare-{}-{}", dir.string(), o_.node, ::getpid());
+  UniqueFd fd(::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd)
+    return answer(fmt::format("node {} ({}): cannot create files in {}: {}", o_.node, host_,
+                              dir.string(), std::strerror(errno)));
+  ::unlink(probe.c_str());
+  answer("");
+}
+
 void Agent::on_checkpoint(const Json& m) {
-  const uint64_t seq = m["seq"].get<uint64_t>();
+  const uint64_t seq = m.at("seq").get<uint64_t>();
   auto refuse = [&](const std::string& why) {
     send({{"op", "checkpoint_done"}, {"seq", seq}, {"ok", false}, {"error", why}});
   };
@@ -490,7 +546,7 @@ void Agent::on_checkpoint(const Json& m) {
   if (per_rank_) {
     for (auto& [pid, rank] : known_) {
       if (rank < 0) continue;
-      jobs.push_back({fmt::format("{}/rank-{}.img", m["dir"].get<std::string>(), rank),
+      jobs.push_back({fmt::format("{}/rank-{}.img", m.at("dir").get<std::string>(), rank),
                       {"--pid", std::to_string(pid)}});
       tags.push_back(rank);
     }
@@ -498,7 +554,7 @@ void Agent::on_checkpoint(const Json& m) {
       return refuse(fmt::format("node {} ({}): {} of its {} ranks are running", o_.node, host_,
                                 jobs.size(), ranks_.size()));
   } else {
-    jobs.push_back({m["image"].get<std::string>(), {"--group", std::to_string(pgid_)}});
+    jobs.push_back({m.at("image").get<std::string>(), {"--group", std::to_string(pgid_)}});
     tags.push_back(-1);
   }
   std::error_code ec;
@@ -515,7 +571,6 @@ void Agent::on_checkpoint(const Json& m) {
     std::vector<std::string> argv = {tool_path("cr_checkpoint")};
     argv.insert(argv.end(), jobs[i].second.begin(), jobs[i].second.end());
     argv.insert(argv.end(), {"-f", jobs[i].first, "--json"});
-    if (term) argv.push_back("--kill");
     auto t = spawn_tool(Tool::Kind::Checkpoint, argv, old_mask_);
     if (!t) {
       for (auto& other : tools_)
@@ -530,7 +585,6 @@ void Agent::on_checkpoint(const Json& m) {
     c.paths.push_back(jobs[i].first);
     ++c.pending;
   }
-  if (term) terminating_ = true;
   crkit::log::info("node {} ({}): checkpoint {} of {} into {}", o_.node, host_, seq,
                    per_rank_ ? "each rank" : fmt::format("process group {}", pgid_),
                    parent.string());
@@ -544,7 +598,6 @@ void Agent::finish_checkpoint() {
   ckpt_.reset();
   const std::string err = c.aborted ? c.abort_reason : c.error;
   if (!err.empty()) {
-    if (c.term) terminating_ = false;  // the ranks were left running
     for (const auto& p : c.paths) ::unlink(p.c_str());
     send({{"op", "checkpoint_done"}, {"seq", c.seq}, {"ok", false}, {"error", err}});
     return;
@@ -579,6 +632,10 @@ void Agent::on_tool_exit(Tool& t, int st) {
                                     status_text(st), last_line(t.err_text));
       crkit::log::error("{}", why);
       send({{"op", "failed"}, {"error", why}, {"code", WIFEXITED(st) ? WEXITSTATUS(st) : EIO}});
+      // Nothing half-restored stays: the other images' ranks and restarts go too.
+      for (auto& other : tools_)
+        if (other.kind == Tool::Kind::Restart) ::kill(other.pid, SIGTERM);
+      kill_ranks(SIGKILL);
       done_ = true;
       return;
     }
@@ -738,19 +795,27 @@ void Agent::on_coord_message(const Json& m) {
     }
   } else if (op == "fence_done") {
     crkit::pmi::KvsMap kvs;
-    for (auto& [k, v] : m["kvs"].items()) kvs[k] = v.get<std::string>();
+    for (auto& [k, v] : m.at("kvs").items()) kvs[k] = v.get<std::string>();
     fence_->complete(std::move(kvs));
   } else if (op == "fence_failed") {
     fence_->complete(crkit::fail(EIO, m.value("error", std::string("fence failed"))));
+  } else if (op == "prepare") {
+    on_prepare(m);
   } else if (op == "checkpoint") {
     on_checkpoint(m);
   } else if (op == "checkpoint_abort") {
-    if (ckpt_ && ckpt_->seq == m["seq"].get<uint64_t>()) {
+    if (ckpt_ && ckpt_->seq == m.at("seq").get<uint64_t>()) {
       ckpt_->aborted = true;
       ckpt_->abort_reason = m.value("reason", std::string("abandoned by the coordinator"));
       for (auto& t : tools_)
         if (t.kind == Tool::Kind::Checkpoint) ::kill(t.pid, SIGTERM);
     }
+  } else if (op == "terminate") {
+    // A --term snapshot is committed: end the ranks now (not before: had another node failed,
+    // the job would have had to run on).
+    crkit::log::info("node {} ({}): snapshot committed; terminating the ranks", o_.node, host_);
+    terminating_ = true;
+    kill_ranks(SIGKILL);
   } else if (op == "kill") {
     crkit::log::info("node {} ({}): killing the ranks: {}", o_.node, host_,
                      m.value("reason", std::string()));
@@ -854,6 +919,13 @@ int Agent::run() {
         } catch (const std::exception& e) {
           crkit::log::error("node {}: bad message from the coordinator: {}: {}", o_.node, e.what(),
                             (**m).dump().substr(0, 300));
+          if ((**m).value("op", std::string()) == "start") {
+            send({{"op", "failed"},
+                  {"error",
+                   fmt::format("node {} ({}): bad start message: {}", o_.node, host_, e.what())},
+                  {"code", EPROTO}});
+            done_ = true;
+          }
         }
       }
       if (!coord_.open()) {

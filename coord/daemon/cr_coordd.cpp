@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,9 @@ struct SnapshotRun {
   std::string dir;
   Clock::time_point start, deadline;
   std::map<int, Json> done;  // node -> its checkpoint_done
+  std::set<int> prepared;    // nodes ready to checkpoint (phase 1)
+  bool started = false;      // phase 2: the agents were told to checkpoint
+  std::vector<Json> orders;  // node -> its checkpoint message
   bool failed = false;
   std::string error;
   int code = 0;
@@ -154,6 +158,8 @@ Status Coordinator::submit(int cid, const Json& spec) {
   job.spec = spec;
   job.id = spec.value("job", std::string());
   if (job.id.empty()) job.id = fmt::format("job{}", jobs_.size() + 1);
+  if (job.id.front() == '.')
+    return crkit::fail(EINVAL, fmt::format("job name '{}' must not start with '.'", job.id));
   for (char ch : job.id)
     if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.'))
       return crkit::fail(EINVAL, fmt::format("job name '{}': only letters, digits, '-', '_' and "
@@ -267,7 +273,8 @@ void Coordinator::start_snapshot(Job& job, int requester, bool term, int timeout
   s.requester = requester;
   s.dir = job.job_dir + "/" + crkit::coord::snapshot_dir_name(s.seq);
   s.start = Clock::now();
-  s.deadline = s.start + std::chrono::seconds(timeout_s > 0 ? timeout_s : 600);
+  s.deadline = timeout_s > 0 ? s.start + std::chrono::seconds(timeout_s)
+                             : Clock::time_point::max();  // 0: no limit
   std::error_code ec;
   std::filesystem::create_directories(s.dir, ec);
   if (ec) {
@@ -277,13 +284,19 @@ void Coordinator::start_snapshot(Job& job, int requester, bool term, int timeout
   }
   ::chmod(s.dir.c_str(), 0700);
   crkit::log::info("job {}: snapshot {} into {}", job.id, s.seq, s.dir);
-  for (size_t k = 0; k < job.nodes.size(); ++k)
-    send_node(job, static_cast<int>(k),
-              {{"op", "checkpoint"},
-               {"seq", s.seq},
-               {"dir", s.dir},
-               {"image", fmt::format("{}/node-{}.img", s.dir, k)},
-               {"term", term}});
+  // Two steps: every agent first checks that it can write its images ("prepare"); only then
+  // are all told to checkpoint. Once the ranks' channel drain (MPICH's marker wave) has begun,
+  // every rank must take part: a node refusing then would leave the others waiting for it.
+  for (size_t k = 0; k < job.nodes.size(); ++k) {
+    s.orders.push_back({{"op", "checkpoint"},
+                        {"seq", s.seq},
+                        {"dir", s.dir},
+                        {"image", fmt::format("{}/node-{}.img", s.dir, k)},
+                        {"term", term}});
+    Json prep = s.orders.back();
+    prep["op"] = "prepare";
+    send_node(job, static_cast<int>(k), prep);
+  }
   job.snap = std::move(s);
 }
 
@@ -293,6 +306,12 @@ void Coordinator::abandon(Job& job, const std::string& why, int code) {
   job.snap->error = why;
   job.snap->code = code;
   crkit::log::error("job {}: snapshot {} abandoned: {}", job.id, job.snap->seq, why);
+  if (!job.snap->started) {  // nobody checkpoints yet: nothing to cancel or wait for
+    for (size_t k = 0; k < job.nodes.size(); ++k)
+      job.snap->done.emplace(static_cast<int>(k), Json::object());
+    snapshot_progress(job);
+    return;
+  }
   for (size_t k = 0; k < job.nodes.size(); ++k)
     if (!job.snap->done.count(static_cast<int>(k)) && !job.nodes[k].exited)
       send_node(job, static_cast<int>(k),
@@ -379,7 +398,11 @@ void Coordinator::snapshot_progress(Job& job) {
                         {"quiesce_ms", quiesce},
                         {"dump_ms", dump},
                         {"total_ms", m.timings_ms["total"]}});
-  if (s.term) job.terminated_by_snapshot = true;
+  if (s.term) {
+    job.terminated_by_snapshot = true;
+    for (size_t k = 0; k < job.nodes.size(); ++k)
+      if (!job.nodes[k].exited) send_node(job, static_cast<int>(k), {{"op", "terminate"}});
+  }
   job.snap.reset();
 }
 
@@ -460,7 +483,7 @@ void Coordinator::on_agent(int cid, Job& job, const Json& m) {
   const int node = conns_[cid].node;
   Node& n = job.nodes[static_cast<size_t>(node)];
   if (op == "fence") {
-    for (auto& [k, v] : m["puts"].items()) job.puts[k] = v;
+    for (auto& [k, v] : m.at("puts").items()) job.puts[k] = v;
     n.fenced = true;
     for (auto& x : job.nodes)
       if (!x.exited && !x.fenced) return;
@@ -480,6 +503,16 @@ void Coordinator::on_agent(int cid, Job& job, const Json& m) {
     // The agent's error names its node already.
     node_exited(job, node, m.value("code", 1) ? m.value("code", 1) : 1,
                 m.value("error", fmt::format("node {} ({}) failed", node, n.host)));
+  } else if (op == "prepared") {
+    if (!job.snap || job.snap->started || m.value("seq", uint64_t{0}) != job.snap->seq) return;
+    if (!m.value("ok", false))
+      return abandon(job, m.value("error", std::string("a node is not ready")), EIO);
+    job.snap->prepared.insert(node);
+    for (size_t k = 0; k < job.nodes.size(); ++k)
+      if (!job.snap->prepared.count(static_cast<int>(k))) return;
+    job.snap->started = true;
+    for (size_t k = 0; k < job.nodes.size(); ++k)
+      send_node(job, static_cast<int>(k), job.snap->orders[k]);
   } else if (op == "checkpoint_done") {
     if (!job.snap || m.value("seq", uint64_t{0}) != job.snap->seq) return;
     job.snap->done[node] = m;
@@ -487,11 +520,12 @@ void Coordinator::on_agent(int cid, Job& job, const Json& m) {
       abandon(job, m.value("error", std::string("checkpoint failed")), EIO);
     snapshot_progress(job);
   } else if (op == "rank_exited") {
-    if (job.snap)
-      abandon(job,
-              fmt::format("rank {} on node {} ({}) ended during the snapshot: {}",
-                          m.value("rank", -1), node, n.host, m.value("message", std::string())),
-              ESRCH);
+    const std::string what =
+        fmt::format("rank {} on node {} ({}) ended with {}", m.value("rank", -1), node, n.host,
+                    m.value("message", std::string()));
+    if (job.snap) abandon(job, what + " during the snapshot", ESRCH);
+    // As mpiexec does: the others would wait for it forever.
+    kill_job(job, what, m.value("status", 1));
   } else if (op == "exited") {
     node_exited(job, node, m.value("status", 0), m.value("message", std::string()));
   }
@@ -563,7 +597,8 @@ void Coordinator::on_message(int cid, const Json& m) {
     Job* job = find(m.value("job", std::string()));
     const int node = m.value("node", -1);
     if (!job || node < 0 || node >= static_cast<int>(job->nodes.size()) ||
-        job->nodes[static_cast<size_t>(node)].conn >= 0 || job->state == Job::State::Finished) {
+        job->nodes[static_cast<size_t>(node)].conn >= 0 || job->state == Job::State::Finished ||
+        job->killing || job->nodes[static_cast<size_t>(node)].exited) {
       reply(cid, {{"op", "kill"}, {"reason", "unknown job or node"}});
       c.ch.close();
       return;

@@ -15,6 +15,8 @@
 #   term     cr_snapshot --term, then cr_mpirestart on the same nodes
 #   killrank a rank killed during a snapshot: it is abandoned with a clear message, leaves no
 #            manifest, and the previous snapshot restarts the job
+#   failsnap one node cannot write its image: the snapshot is abandoned, nothing of it is
+#            left, and the job runs on to the right result
 #   periodic --checkpoint-interval 2 --keep 2: the job finishes right, two snapshots are left,
 #            the newest restarts
 # Needs root (namespaces), CRKIT_BINDIR (cr_mpirun & co), MPICH (the build's prefix) and
@@ -32,7 +34,7 @@ done
 trap 'crt_rc=$?; nn_down >/dev/null 2>&1; (exit $crt_rc); crt_cleanup' EXIT
 nn_up 6 || crt_fail "could not create the namespace nodes"
 
-PHASES=${CRKIT_MPI_PHASES:-main nolocal copy term killrank periodic}
+PHASES=${CRKIT_MPI_PHASES:-main nolocal copy term killrank failsnap periodic}
 ITER=${CRKIT_MPI_ITER:-500}
 SLEEP_US=${CRKIT_MPI_SLEEP_US:-20000} # ~10 s per run: time for several snapshots
 LIBCR_DIR=$(cd "$CRKIT_BINDIR/../lib" && pwd) || crt_fail "no lib directory next to $CRKIT_BINDIR"
@@ -41,7 +43,7 @@ export PATH="$CRKIT_BINDIR:$PATH"
 CKPT=$T/ckpt
 mkdir -p "$CKPT"
 RUN=(cr_mpirun --launcher "$NN_NSRSH" --checkpoint-dir "$CKPT" -v)
-RESTART=(cr_mpirestart --launcher "$NN_NSRSH" --checkpoint-dir "$CKPT" -v)
+RESTART=(cr_mpirestart --launcher "$NN_NSRSH" --checkpoint-dir "$CKPT" -v ${CRKIT_MPI_RESTART_OPTS:-})
 
 # on_head LABEL LIMIT CMD...: run CMD on the head node (crt_run: LABEL.out/.err, RC)
 on_head() {
@@ -57,6 +59,7 @@ bg_head() {
     </dev/null >"$T/$label.out" 2>"$T/$label.err" &
   BG_PID=$!
 }
+ranks_gone() { ! pgrep -f "ring_halo $ITER $SLEEP_US" >/dev/null; }
 checksum_of() { grep -o 'checksum=[0-9a-f]*' "$T/$1.out" | tail -1; }
 expect_checksum() {
   local label=$1 what=$2 got
@@ -104,8 +107,7 @@ phase_main() {
   kill -9 "$job"
   # The agents lose the launcher and the coordinator: the ranks die with them.
   pkill -9 -f "cr_agent --coord .* --job main " 2>/dev/null || true
-  crt_wait_until 20 "! pgrep -f 'ring_halo $ITER $SLEEP_US' >/dev/null" ||
-    crt_fail "the killed job's ranks are still running"
+  crt_wait_until 20 "the killed job's ranks to end" ranks_gone
   crt_check "the job was killed before it finished"
   grep -q 'checksum=' "$T/main.out" && crt_fail "the job finished before it was killed (make it run longer)"
   on_head main_rs 180 "${RESTART[@]}" --hosts node6:2,node4:2,node5:2 --job main_rs "$dir2"
@@ -122,7 +124,7 @@ phase_nolocal() {
   crt_expect_rc nl_snap 0 "cr_snapshot of the all-TCP job"
   kill -9 "$job"
   pkill -9 -f "cr_agent --coord .* --job nl " 2>/dev/null || true
-  crt_wait_until 20 "! pgrep -f 'ring_halo $ITER $SLEEP_US' >/dev/null" || crt_fail "ranks still run"
+  crt_wait_until 20 "the killed job's ranks to end" ranks_gone
   on_head nl_rs 180 "${RESTART[@]}" --hosts node4:3,node5:3 --job nl_rs "$(tail -1 "$T/nl_snap.out")"
   crt_expect_rc nl_rs 0 "cr_mpirestart of a 3x2 all-TCP snapshot on 2 nodes x 3 ranks"
   expect_checksum nl_rs "the all-TCP job restarted on 2 nodes with 3 ranks each"
@@ -149,8 +151,10 @@ phase_term() {
   crt_expect_rc term_snap 0 "cr_snapshot --term"
   local rc=0
   wait "$job" || rc=$?
-  crt_check "the job ended after cr_snapshot --term (cr_mpirun status $rc)"
+  crt_check "the job ended after cr_snapshot --term with status 0 (cr_mpirun status $rc)"
+  ((rc == 0)) || crt_fail "cr_mpirun exited with $rc after --term: $(tail -5 "$T/term.err")"
   grep -q 'checksum=' "$T/term.out" && crt_fail "the job finished instead of being terminated"
+  [[ -f $(tail -1 "$T/term_snap.out")/manifest.json ]] || crt_fail "the --term snapshot has no manifest"
   on_head term_rs 180 "${RESTART[@]}" --job term_rs "$(tail -1 "$T/term_snap.out")"
   crt_expect_rc term_rs 0 "cr_mpirestart on the same nodes"
   expect_checksum term_rs "the terminated job restarted on its nodes"
@@ -168,23 +172,46 @@ phase_killrank() {
     tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'PMI_ID=3' && victim=$p
   done
   [[ -n $victim ]] || crt_fail "rank 3 not found"
+  # Stopped, rank 3 cannot take part in the channel drain: the snapshot is surely in progress
+  # (its directory exists) when the rank is killed.
+  kill -STOP "$victim"
   bg_head kr2 cr_snapshot kr
   local snap_pid=$BG_PID
+  crt_wait_until 30 "snapshot 2 to start" test -d "$CKPT/kr/snap-000002"
+  sleep 0.5
   kill -9 "$victim"
   local rc=0
   wait "$snap_pid" || rc=$?
   crt_check "cr_snapshot fails when a rank dies during it (status $rc)"
   ((rc != 0)) || crt_fail "cr_snapshot succeeded although rank 3 was killed"
-  crt_check "its message says the snapshot was abandoned: $(tail -1 "$T/kr2.err")"
-  grep -qi 'abandoned' "$T/kr2.err" || crt_fail "no 'abandoned' message: $(cat "$T/kr2.err")"
+  crt_check "its message says the snapshot was abandoned because a rank ended: $(tail -1 "$T/kr2.err")"
+  grep -Eqi 'abandoned.*(rank [0-9]+ .*ended|node 1)' "$T/kr2.err" || crt_fail "no such message: $(cat "$T/kr2.err")"
   local partial
   partial=$(find "$CKPT/kr" -maxdepth 1 -name 'snap-*' | sort | tail -n +2)
   [[ -z $partial ]] || crt_fail "the abandoned snapshot left $partial"
   wait "$job" 2>/dev/null || true
-  crt_wait_until 20 "! pgrep -f 'ring_halo $ITER $SLEEP_US' >/dev/null" || crt_fail "ranks still run"
+  crt_wait_until 20 "the killed job's ranks to end" ranks_gone
   on_head kr_rs 180 "${RESTART[@]}" --job kr_rs "$(tail -1 "$T/kr1.out")"
   crt_expect_rc kr_rs 0 "cr_mpirestart of the previous snapshot"
   expect_checksum kr_rs "the job restarted from the snapshot before the failed one"
+}
+
+phase_failsnap() {
+  # node 1's image path is taken by a directory: its cr_checkpoint fails, the others cancel.
+  mkdir -p "$CKPT/fs/snap-000001/node-1.img"
+  bg_head fs "${RUN[@]}" -n 6 --hosts node1:2,node2:2,node3:2 --job fs "$RING_HALO" "$ITER" "$SLEEP_US"
+  local job=$BG_PID
+  wait_progress fs 2
+  snapshot fs1 fs
+  crt_check "cr_snapshot fails when a node cannot write its image (status $RC)"
+  ((RC != 0)) || crt_fail "cr_snapshot succeeded"
+  grep -Eqi 'abandoned.*node 1' "$T/fs1.err" || crt_fail "the message does not say which node failed: $(cat "$T/fs1.err")"
+  crt_check "the abandoned snapshot left nothing"
+  [[ ! -e $CKPT/fs/snap-000001 ]] || crt_fail "$CKPT/fs/snap-000001 is still there: $(ls -la "$CKPT/fs/snap-000001")"
+  local rc=0
+  wait "$job" || rc=$?
+  ((rc == 0)) || crt_fail "the job failed after the abandoned snapshot (status $rc): $(tail -5 "$T/fs.err")"
+  expect_checksum fs "the job that ran on after the failed snapshot"
 }
 
 phase_periodic() {
