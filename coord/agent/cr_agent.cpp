@@ -639,6 +639,8 @@ void Agent::on_tool_exit(Tool& t, int st) {
       done_ = true;
       return;
     }
+    if (!t.err_text.empty())  // what cr_restart (or a restored rank before its stdio is back) said
+      std::fprintf(stderr, "%s", t.err_text.c_str());
     Json j = Json::parse(t.out_text, nullptr, false);
     const Json& img = start_["images"].at(static_cast<size_t>(t.tag));
     // A per-rank image holds one rank: its restored process is that rank.
