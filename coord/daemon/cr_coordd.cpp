@@ -121,6 +121,7 @@ class Coordinator {
   void abandon(Job& job, const std::string& why, int code);
   void kill_job(Job& job, const std::string& why, int code);
   void node_exited(Job& job, int node, int status, const std::string& msg);
+  void complete_fence(Job& job);
   void finish(Job& job);
   void timers();
   Json job_status(const Job& job) const;
@@ -430,6 +431,22 @@ void Coordinator::kill_job(Job& job, const std::string& why, int code) {
       send_node(job, static_cast<int>(k), {{"op", "kill"}, {"reason", why}});
 }
 
+// A PMI fence is complete when every live node has entered it: each gets this round's puts.
+void Coordinator::complete_fence(Job& job) {
+  bool any = false;
+  for (const auto& x : job.nodes) {
+    if (!x.exited && !x.fenced) return;
+    any = any || x.fenced;
+  }
+  if (!any) return;
+  for (size_t k = 0; k < job.nodes.size(); ++k)
+    if (!job.nodes[k].exited) {
+      job.nodes[k].fenced = false;
+      send_node(job, static_cast<int>(k), {{"op", "fence_done"}, {"kvs", job.puts}});
+    }
+  job.puts = Json::object();
+}
+
 void Coordinator::node_exited(Job& job, int node, int status, const std::string& msg) {
   Node& n = job.nodes[static_cast<size_t>(node)];
   if (n.exited) return;
@@ -445,18 +462,7 @@ void Coordinator::node_exited(Job& job, int node, int status, const std::string&
         msg.empty() ? fmt::format("node {} ({}) ended with status {}", node, n.host, status) : msg,
         status);
   }
-  // A fence waits only for live nodes.
-  bool all = true;
-  for (auto& x : job.nodes)
-    if (!x.exited && !x.fenced) all = false;
-  if (all && std::any_of(job.nodes.begin(), job.nodes.end(), [](auto& x) { return x.fenced; })) {
-    for (size_t k = 0; k < job.nodes.size(); ++k)
-      if (!job.nodes[k].exited) {
-        job.nodes[k].fenced = false;
-        send_node(job, static_cast<int>(k), {{"op", "fence_done"}, {"kvs", job.puts}});
-      }
-    job.puts = Json::object();
-  }
+  complete_fence(job);  // it may have waited for this node only
   snapshot_progress(job);
   for (auto& x : job.nodes)
     if (!x.exited) return;
@@ -485,14 +491,7 @@ void Coordinator::on_agent(int cid, Job& job, const Json& m) {
   if (op == "fence") {
     for (auto& [k, v] : m.at("puts").items()) job.puts[k] = v;
     n.fenced = true;
-    for (auto& x : job.nodes)
-      if (!x.exited && !x.fenced) return;
-    for (size_t k = 0; k < job.nodes.size(); ++k)
-      if (!job.nodes[k].exited) {
-        job.nodes[k].fenced = false;
-        send_node(job, static_cast<int>(k), {{"op", "fence_done"}, {"kvs", job.puts}});
-      }
-    job.puts = Json::object();
+    complete_fence(job);
   } else if (op == "started") {
     n.started = true;
     for (auto& x : job.nodes)
