@@ -266,6 +266,12 @@ class Agent {
   void on_coord_message(const Json& m);
   void on_checkpoint(const Json& m);
   void on_prepare(const Json& m);
+  struct ImageJob {
+    std::string path;
+    std::vector<std::string> scope;  // cr_checkpoint's --group PGID or --pid PID
+    int rank = -1;                   // a per-rank image's rank
+  };
+  Result<std::vector<ImageJob>> plan_images(const Json& m);
   void on_tool_exit(Tool& t, int st);
   void on_child_exit(pid_t pid, int st);
   void accept_stdio();
@@ -475,6 +481,37 @@ void Agent::kill_ranks(int sig) {
   for (auto& [p, r] : known_) ::kill(p, sig);
 }
 
+// What a snapshot dumps on this node — the process group into one image, or every rank into
+// its own — with the image directory created; or why the node cannot take part.
+Result<std::vector<Agent::ImageJob>> Agent::plan_images(const Json& m) {
+  auto no = [&](const std::string& why) {
+    return crkit::fail(EAGAIN, fmt::format("node {} ({}): {}", o_.node, host_, why));
+  };
+  if (ckpt_) return no(fmt::format("checkpoint {} is still running", ckpt_->seq));
+  if (!running_ || done_) return no("the ranks are not running");
+  if (pidns_)
+    return no(
+        "the ranks were restarted in a new PID namespace; checkpointing them again is not "
+        "supported");
+  std::vector<ImageJob> jobs;
+  if (per_rank_) {
+    for (auto& [pid, rank] : known_)
+      if (rank >= 0)
+        jobs.push_back({fmt::format("{}/rank-{}.img", m.at("dir").get<std::string>(), rank),
+                        {"--pid", std::to_string(pid)},
+                        rank});
+    if (jobs.size() != ranks_.size())
+      return no(fmt::format("{} of its {} ranks are running", jobs.size(), ranks_.size()));
+  } else {
+    jobs.push_back({m.at("image").get<std::string>(), {"--group", std::to_string(pgid_)}, -1});
+  }
+  const auto dir = std::filesystem::path(jobs[0].path).parent_path();
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return no(fmt::format("creating {}: {}", dir.string(), ec.message()));
+  return jobs;
+}
+
 // Phase 1 of a snapshot: can this node take part? Nothing is asked of the ranks yet, so a
 // "no" here costs the job nothing.
 void Agent::on_prepare(const Json& m) {
@@ -482,95 +519,41 @@ void Agent::on_prepare(const Json& m) {
   auto answer = [&](const std::string& why) {
     send({{"op", "prepared"}, {"seq", seq}, {"ok", why.empty()}, {"error", why}});
   };
-  if (ckpt_)
-    return answer(
-        fmt::format("node {} ({}): checkpoint {} is still running", o_.node, host_, ckpt_->seq));
-  if (!running_ || done_)
-    return answer(fmt::format("node {} ({}): the ranks are not running", o_.node, host_));
-  if (pidns_)
-    return answer(
-        fmt::format("node {} ({}): the ranks were restarted in a new PID namespace; "
-                    "checkpointing them again is not supported",
-                    o_.node, host_));
-  std::vector<std::string> paths;
-  if (per_rank_) {
-    for (auto& [pid, rank] : known_)
-      if (rank >= 0)
-        paths.push_back(fmt::format("{}/rank-{}.img", m.at("dir").get<std::string>(), rank));
-    if (paths.size() != ranks_.size())
-      return answer(fmt::format("node {} ({}): {} of its {} ranks are running", o_.node, host_,
-                                paths.size(), ranks_.size()));
-  } else {
-    paths.push_back(m.at("image").get<std::string>());
-  }
-  const auto dir = std::filesystem::path(paths[0]).parent_path();
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec)
-    return answer(
-        fmt::format("node {} ({}): creating {}: {}", o_.node, host_, dir.string(), ec.message()));
-  for (const auto& p : paths) {
+  auto jobs = plan_images(m);
+  if (!jobs) return answer(jobs.error().message);
+  for (const auto& j : *jobs) {
     struct stat sb {};
-    if (::lstat(p.c_str(), &sb) == 0 && !S_ISREG(sb.st_mode))
+    if (::lstat(j.path.c_str(), &sb) == 0 && !S_ISREG(sb.st_mode))
       return answer(fmt::format("node {} ({}): the image path {} exists and is not a file", o_.node,
-                                host_, p));
+                                host_, j.path));
   }
   // The directory takes a new file (read-only file systems, quotas, permissions).
-  const std::string probe = fmt::format("{}/.prepare-{}-{}", dir.string(), o_.node, ::getpid());
+  const std::string dir = std::filesystem::path((*jobs)[0].path).parent_path().string();
+  const std::string probe = fmt::format("{}/.prepare-{}-{}", dir, o_.node, ::getpid());
   UniqueFd fd(::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!fd)
-    return answer(fmt::format("node {} ({}): cannot create files in {}: {}", o_.node, host_,
-                              dir.string(), std::strerror(errno)));
+    return answer(fmt::format("node {} ({}): cannot create files in {}: {}", o_.node, host_, dir,
+                              std::strerror(errno)));
   ::unlink(probe.c_str());
   answer("");
 }
 
 void Agent::on_checkpoint(const Json& m) {
   const uint64_t seq = m.at("seq").get<uint64_t>();
-  auto refuse = [&](const std::string& why) {
-    send({{"op", "checkpoint_done"}, {"seq", seq}, {"ok", false}, {"error", why}});
-  };
-  if (ckpt_)
-    return refuse(
-        fmt::format("node {} ({}): checkpoint {} is still running", o_.node, host_, ckpt_->seq));
-  if (!running_ || done_)
-    return refuse(fmt::format("node {} ({}): the ranks are not running", o_.node, host_));
-  if (pidns_)
-    return refuse(
-        fmt::format("node {} ({}): the ranks were restarted in a new PID namespace; "
-                    "checkpointing them again is not supported",
-                    o_.node, host_));
-  // What to dump: the process group into one image, or every rank into its own.
-  std::vector<std::pair<std::string, std::vector<std::string>>> jobs;  // image, scope args
-  std::vector<int> tags;
-  if (per_rank_) {
-    for (auto& [pid, rank] : known_) {
-      if (rank < 0) continue;
-      jobs.push_back({fmt::format("{}/rank-{}.img", m.at("dir").get<std::string>(), rank),
-                      {"--pid", std::to_string(pid)}});
-      tags.push_back(rank);
-    }
-    if (jobs.size() != ranks_.size())
-      return refuse(fmt::format("node {} ({}): {} of its {} ranks are running", o_.node, host_,
-                                jobs.size(), ranks_.size()));
-  } else {
-    jobs.push_back({m.at("image").get<std::string>(), {"--group", std::to_string(pgid_)}});
-    tags.push_back(-1);
+  auto jobs = plan_images(m);
+  if (!jobs) {
+    send({{"op", "checkpoint_done"}, {"seq", seq}, {"ok", false}, {"error", jobs.error().message}});
+    return;
   }
-  std::error_code ec;
-  const auto parent = std::filesystem::path(jobs[0].first).parent_path();
-  std::filesystem::create_directories(parent, ec);
-  if (ec)
-    return refuse(fmt::format("node {} ({}): creating {}: {}", o_.node, host_, parent.string(),
-                              ec.message()));
+  const auto parent = std::filesystem::path((*jobs)[0].path).parent_path();
   const bool term = m.value("term", false);
   Ckpt c;
   c.seq = seq;
   c.term = term;
-  for (size_t i = 0; i < jobs.size(); ++i) {
+  for (const auto& job : *jobs) {
     std::vector<std::string> argv = {tool_path("cr_checkpoint")};
-    argv.insert(argv.end(), jobs[i].second.begin(), jobs[i].second.end());
-    argv.insert(argv.end(), {"-f", jobs[i].first, "--json"});
+    argv.insert(argv.end(), job.scope.begin(), job.scope.end());
+    argv.insert(argv.end(), {"-f", job.path, "--json"});
     auto t = spawn_tool(Tool::Kind::Checkpoint, argv, old_mask_);
     if (!t) {
       for (auto& other : tools_)
@@ -580,9 +563,9 @@ void Agent::on_checkpoint(const Json& m) {
       c.abort_reason = c.error;
       break;
     }
-    t->tag = tags[i];
+    t->tag = job.rank;
     tools_.push_back(std::move(*t));
-    c.paths.push_back(jobs[i].first);
+    c.paths.push_back(job.path);
     ++c.pending;
   }
   crkit::log::info("node {} ({}): checkpoint {} of {} into {}", o_.node, host_, seq,
