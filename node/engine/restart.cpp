@@ -140,12 +140,21 @@ std::string describe_status(int st) {
   // Until the restart has succeeded, our death (and so the namespace's) follows
   // cr_restart's; SIGUSR1 from cr_restart says it succeeded, after which the restored job
   // outlives cr_restart as it would outside a namespace.
+  // cr_restart may exit as soon as it has the acknowledgement, so the handler sends it only
+  // after the parent-death signal is off: acknowledged from the main loop instead, the
+  // release could race cr_restart's exit (and its SIGKILL would end the whole namespace).
   static volatile sig_atomic_t released = 0;
+  static volatile sig_atomic_t ack_fd = -1;
+  ack_fd = c.report_fd;
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   struct sigaction sa {};
   sa.sa_handler = [](int) {
     ::prctl(PR_SET_PDEATHSIG, 0);
     released = 1;
+    if (ack_fd >= 0) {
+      ssize_t n = ::send(ack_fd, "RELEASED", 8, MSG_NOSIGNAL);  // async-signal-safe
+      (void)n;
+    }
   };
   ::sigaction(SIGUSR1, &sa, nullptr);  // no SA_RESTART: waitpid() returns to look at it
   sigset_t usr1;
@@ -170,20 +179,25 @@ std::string describe_status(int st) {
   ::signal(SIGPIPE, SIG_IGN);  // the status reader may be gone (cr_request_restart)
   bool root_done = false;
   int root_status = 0;
+  int other_failure = 0;  // the first process other than the root that did not end well
+  auto code_of = [](int st) { return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st); };
   for (;;) {
     if (released && report_fd >= 0) {
+      ack_fd = -1;
       ::close(report_fd);
       report_fd = -1;
     }
     int status = 0;
     pid_t r = ::waitpid(-1, &status, __WALL);
     if (r < 0 && errno == EINTR) continue;
-    // The namespace is empty: end as the root did, so that whoever waits for us (a
-    // cr_request_restart caller, whose child we are) sees the job's status.
-    if (r < 0)
-      ::_exit(!root_done               ? 0
-              : WIFEXITED(root_status) ? WEXITSTATUS(root_status)
-                                       : 128 + WTERMSIG(root_status));
+    // The namespace is empty: end as the root did, or else as the first other process that
+    // failed, so that whoever waits for us (a cr_request_restart caller or a process manager,
+    // to whom we stand for the whole namespace) sees the job's status.
+    if (r < 0) {
+      const int root_code = root_done ? code_of(root_status) : 0;
+      ::_exit(root_code ? root_code : other_failure);
+    }
+    if (r != top->root && r != top->helper && other_failure == 0) other_failure = code_of(status);
     if (r == top->root) {
       root_done = true;
       root_status = status;
@@ -199,6 +213,33 @@ std::string describe_status(int st) {
                                             describe_status(status))});
     }
   }
+}
+
+// Lets the namespace's init outlive us (SIGUSR1 turns its parent-death signal off) and waits
+// until it says so: exiting earlier could kill the restored job with it.
+Status release_namespace(pid_t init, int restorer_fd) {
+  if (::kill(init, SIGUSR1) < 0) return fail_errno("releasing the PID namespace's init");
+  constexpr int kTimeoutMs = 30000;
+  for (int waited = 0; waited < kTimeoutMs; waited += 100) {
+    struct pollfd pf {
+      restorer_fd, POLLIN, 0
+    };
+    int pr = ::poll(&pf, 1, 100);
+    if (pr < 0 && errno != EINTR) return fail_errno("waiting for the PID namespace's init");
+    if (pr <= 0) {
+      int st = 0;
+      if (::waitpid(init, &st, WNOHANG | __WALL) == init)
+        return fail(EIO, fmt::format("the PID namespace's init {} died: {}", init,
+                                     describe_status(st)));
+      continue;
+    }
+    CRKIT_ASSIGN(Report rep, read_report(restorer_fd));
+    if (rep.kind == Report::Err) return fail(rep.error.context("the restarted job"));
+    if (rep.kind == Report::Released && rep.real == init) return {};
+  }
+  return fail(ETIMEDOUT, fmt::format("the PID namespace's init {} did not confirm its release "
+                                     "within {} s",
+                                     init, kTimeoutMs / 1000));
 }
 
 Status seize(pid_t real, pid_t vpid) {
@@ -662,7 +703,7 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
   // Release every thread of every process together.
   for (auto& r : procs)
     for (auto& [v, real] : r->t.real_tid_of) ::ptrace(PTRACE_DETACH, real, 0, 0);
-  if (use_pidns) ::kill(out.child, SIGUSR1);
+  if (use_pidns) CRKIT_TRY(release_namespace(out.child, restorer.get()));
   guard.release();
   out.restored = procs[0]->t.real_pid;
   for (auto& r : procs) out.all.push_back(r->t.real_pid);

@@ -328,6 +328,8 @@ Result<Report> read_report(int fd) {
   } else if (kind == "HELPER") {
     r.kind = Report::Helper;
     if (!(in >> r.index >> r.vpid)) return bad();
+  } else if (kind == "RELEASED") {
+    r.kind = Report::Released;  // the namespace's init: the restart no longer ties it to us
   } else if (kind == "ERR") {
     r.kind = Report::Err;
     if (!(in >> r.index >> r.error.code)) return bad();

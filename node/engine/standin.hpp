@@ -57,7 +57,7 @@ Result<TopLevel> create_top_level(StandinContext c);
 
 // One message of the report channel, as cr_restart reads it.
 struct Report {
-  enum Kind { Ok, Helper, Err } kind = Err;
+  enum Kind { Ok, Helper, Err, Released } kind = Err;
   int index = -1;  // process index (Ok, Err) or creator index (Helper; -1 = top level)
   pid_t real = 0;  // the sender's pid as the reader sees it (from its credentials)
   pid_t vpid = 0;  // Helper: its pid as the tree sees it
