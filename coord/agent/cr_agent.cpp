@@ -630,7 +630,12 @@ void Agent::on_tool_exit(Tool& t, int st) {
     const int rank = img.at("ranks").size() == 1 ? img.at("ranks")[0].get<int>() : -1;
     const bool in_ns = image_pidns_[static_cast<size_t>(t.tag)];
     if (j.is_object()) {
-      if (j.contains("restored")) known_[j["restored"].get<pid_t>()] = rank;
+      // In a new PID namespace the ranks are the namespace init's children, not ours: the
+      // init stands for them (it ends, with their status, when they all have).
+      if (in_ns && j.value("init", 0) > 0)
+        known_[j["init"].get<pid_t>()] = rank;
+      else if (j.contains("restored"))
+        known_[j["restored"].get<pid_t>()] = rank;
       if (!in_ns && j.contains("pids"))
         for (auto& p : j["pids"]) known_.emplace(p.get<pid_t>(), rank);
       if (!in_ns && j.contains("pid") && !per_rank_) pgid_ = ::getpgid(j["pid"].get<pid_t>());

@@ -534,6 +534,8 @@ int main(int argc, char** argv) {
         {"pids", r->all},
         {"processes", r->all.size()},
         {"in_new_pid_namespace", r->in_new_pidns},
+        // The namespace's init, our child: it ends when the namespace is empty.
+        {"init", r->in_new_pidns ? r->child : 0},
         {"image_bytes", image_bytes},
         {"restore_seconds",
          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
