@@ -229,8 +229,8 @@ Status release_namespace(pid_t init, int restorer_fd) {
     if (pr <= 0) {
       int st = 0;
       if (::waitpid(init, &st, WNOHANG | __WALL) == init)
-        return fail(EIO, fmt::format("the PID namespace's init {} died: {}", init,
-                                     describe_status(st)));
+        return fail(EIO,
+                    fmt::format("the PID namespace's init {} died: {}", init, describe_status(st)));
       continue;
     }
     CRKIT_ASSIGN(Report rep, read_report(restorer_fd));
