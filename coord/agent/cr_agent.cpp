@@ -41,6 +41,7 @@
 #include "common/unique_fd.hpp"
 #include "pmi/pmi_server.hpp"
 #include "protocol/channel.hpp"
+#include "protocol/token.hpp"
 #include "snapshot/manifest.hpp"
 
 extern char** environ;
@@ -203,23 +204,29 @@ struct Options {
   crkit::coord::Endpoint coord;
   std::string job;
   int node = -1;
+  std::string token;  // the coordinator's, from the first line of stdin (--token-stdin)
 };
 
 [[noreturn]] void usage_error(const std::string& msg) {
-  std::fprintf(stderr,
-               "cr_agent: %s\nusage: cr_agent --coord HOST:PORT --job JOB --node K [-v]\n"
-               "(started by cr_mpirun and cr_mpirestart on every node of a job)\n",
-               msg.c_str());
+  std::fprintf(
+      stderr,
+      "cr_agent: %s\nusage: cr_agent --coord HOST:PORT --job JOB --node K --token-stdin [-v]\n"
+      "(started by cr_mpirun and cr_mpirestart on every node of a job)\n",
+      msg.c_str());
   std::exit(2);
 }
 
 Options parse(int argc, char** argv) {
   Options o;
-  static const struct option longs[] = {
-      {"coord", required_argument, nullptr, 'c'}, {"job", required_argument, nullptr, 'j'},
-      {"node", required_argument, nullptr, 'n'},  {"verbose", no_argument, nullptr, 'v'},
-      {"help", no_argument, nullptr, 'h'},        {nullptr, 0, nullptr, 0}};
+  static const struct option longs[] = {{"coord", required_argument, nullptr, 'c'},
+                                        {"job", required_argument, nullptr, 'j'},
+                                        {"node", required_argument, nullptr, 'n'},
+                                        {"verbose", no_argument, nullptr, 'v'},
+                                        {"token-stdin", no_argument, nullptr, 's'},
+                                        {"help", no_argument, nullptr, 'h'},
+                                        {nullptr, 0, nullptr, 0}};
   int v = 0;
+  bool token_stdin = false;
   for (int c; (c = ::getopt_long(argc, argv, "c:j:n:vh", longs, nullptr)) != -1;) {
     switch (c) {
       case 'c': {
@@ -237,14 +244,28 @@ Options parse(int argc, char** argv) {
       case 'v':
         ++v;
         break;
+      case 's':
+        token_stdin = true;
+        break;
       case 'h':
         usage_error("help");
       default:
         usage_error("bad option");
     }
   }
-  if (o.coord.port == 0 || o.job.empty() || o.node < 0)
-    usage_error("--coord, --job and --node are required");
+  if (o.coord.port == 0 || o.job.empty() || o.node < 0 || !token_stdin)
+    usage_error("--coord, --job, --node and --token-stdin are required");
+  // The launcher (ssh, ...) forwards the stdin cr_mpirun gave it: the token, then EOF.
+  auto token = crkit::coord::read_token_line(0, 30000, "cr_agent --token-stdin");
+  if (!token) {
+    std::fprintf(stderr, "cr_agent: %s\n", token.error().message.c_str());
+    std::exit(2);
+  }
+  o.token = std::move(*token);
+  if (int null = ::open("/dev/null", O_RDONLY); null >= 0) {
+    ::dup2(null, 0);
+    if (null != 0) ::close(null);
+  }
   crkit::log::set_threshold(v >= 2   ? crkit::log::Level::Debug
                             : v == 1 ? crkit::log::Level::Verbose
                                      : crkit::log::Level::Normal);
@@ -815,6 +836,13 @@ void Agent::on_coord_message(const Json& m) {
     }
     terminating_ = false;
     kill_ranks(SIGKILL);
+  } else if (op.empty() && m.contains("ok") && !m.value("ok", true)) {
+    // A refusal of agent_hello (a wrong token): nothing was started; say why and end.
+    crkit::log::error("node {} ({}): the coordinator refused us: {}", o_.node, host_,
+                      m.value("error", std::string("no reason given")));
+    exit_status_ = exit_status_ ? exit_status_ : 1;
+    kill_ranks(SIGKILL);
+    done_ = true;
   } else {
     crkit::log::warn("node {}: unknown message '{}' from the coordinator", o_.node, op);
   }
@@ -839,7 +867,8 @@ int Agent::run() {
         {"job", o_.job},
         {"node", o_.node},
         {"host", host_},
-        {"pid", ::getpid()}});
+        {"pid", ::getpid()},
+        {"token", o_.token}});
 
   while (!done_ || !tools_.empty()) {
     std::vector<struct pollfd> pfds;

@@ -7,6 +7,7 @@
 //   the job continues (or ends, with --term).
 // A failure or timeout of any node abandons the snapshot: no manifest, its directory is
 // removed, the job keeps running. Protocol: coord/protocol/messages.md.
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
@@ -32,9 +33,26 @@
 #include "common/result.hpp"
 #include "pmi/pmi_server.hpp"
 #include "protocol/channel.hpp"
+#include "protocol/token.hpp"
 #include "snapshot/manifest.hpp"
 
 namespace {
+
+// "ADDRESS:PORT" of a connecting peer, for the log.
+std::string peer_name(const struct sockaddr_storage& sa) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  uint16_t port = 0;
+  if (sa.ss_family == AF_INET) {
+    const auto* in = reinterpret_cast<const struct sockaddr_in*>(&sa);
+    ::inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+    port = ntohs(in->sin_port);
+  } else if (sa.ss_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const struct sockaddr_in6*>(&sa);
+    ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+    port = ntohs(in6->sin6_port);
+  }
+  return fmt::format("{}:{}", host, port);
+}
 
 using crkit::Result;
 using crkit::Status;
@@ -97,14 +115,16 @@ struct Job {
 
 struct Conn {
   Channel ch;
-  std::string job;  // for agents
+  bool authenticated = false;  // its first message carried the token
+  std::string job;             // for agents
   int node = -1;
   bool agent = false;
 };
 
 class Coordinator {
  public:
-  Coordinator(UniqueFd listen, bool priv) : listen_(std::move(listen)), private_(priv) {}
+  Coordinator(UniqueFd listen, bool priv, std::string token)
+      : listen_(std::move(listen)), private_(priv), token_(std::move(token)) {}
   int run();
 
  private:
@@ -132,6 +152,7 @@ class Coordinator {
 
   UniqueFd listen_;
   bool private_;
+  std::string token_;
   bool had_job_ = false;
   int next_conn_ = 0;
   std::map<int, Conn> conns_;
@@ -592,6 +613,20 @@ void Coordinator::on_client(int cid, const Json& m) {
 void Coordinator::on_message(int cid, const Json& m) {
   Conn& c = conns_[cid];
   const std::string op = m.value("op", std::string());
+  if (!c.authenticated) {
+    auto t = m.find("token");
+    if (t == m.end() || !t->is_string() ||
+        !crkit::coord::token_equal(t->get<std::string>(), token_)) {
+      crkit::log::warn("{}: refused: {} token", c.ch.peer(), t == m.end() ? "no" : "a wrong");
+      refuse(cid, EACCES,
+             fmt::format("authentication failed: the request carries {} token (the job's "
+                         "tools find it in their registry record; see cr_coordd --help)",
+                         t == m.end() ? "no" : "a wrong"));
+      c.ch.close();
+      return;
+    }
+    c.authenticated = true;
+  }
   if (op == "agent_hello") {
     Job* job = find(m.value("job", std::string()));
     const int node = m.value("node", -1);
@@ -726,10 +761,15 @@ int Coordinator::run() {
     }
     if (pfds[0].revents & POLLIN) {
       for (;;) {
-        UniqueFd fd(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        struct sockaddr_storage sa {};
+        socklen_t len = sizeof sa;
+        UniqueFd fd(::accept4(listen_.get(), reinterpret_cast<struct sockaddr*>(&sa), &len,
+                              SOCK_CLOEXEC | SOCK_NONBLOCK));
         if (!fd) break;
         int id = next_conn_++;
-        conns_[id] = Conn{Channel(std::move(fd), fmt::format("connection {}", id)), {}, -1, false};
+        Conn c;
+        c.ch = Channel(std::move(fd), fmt::format("connection {} from {}", id, peer_name(sa)));
+        conns_[id] = std::move(c);
       }
     }
     for (size_t i = 1; i < pfds.size(); ++i) {
@@ -768,9 +808,13 @@ int main(int argc, char** argv) {
   crkit::log::set_program("cr_coordd");
   std::string listen = "*:0";
   bool priv = false;
+  std::string token_file;
+  bool token_stdin = false;
   int v = 0;
   static const struct option longs[] = {{"listen", required_argument, nullptr, 'l'},
                                         {"private", no_argument, nullptr, 'p'},
+                                        {"token-file", required_argument, nullptr, 't'},
+                                        {"token-stdin", no_argument, nullptr, 's'},
                                         {"verbose", no_argument, nullptr, 'v'},
                                         {"help", no_argument, nullptr, 'h'},
                                         {nullptr, 0, nullptr, 0}};
@@ -782,16 +826,27 @@ int main(int argc, char** argv) {
       case 'p':
         priv = true;
         break;
+      case 't':
+        token_file = optarg;
+        break;
+      case 's':
+        token_stdin = true;
+        break;
       case 'v':
         ++v;
         break;
       case 'h':
         std::printf(
-            "usage: cr_coordd [--listen HOST:PORT] [--private] [-v]\n"
+            "usage: cr_coordd (--token-file FILE | --token-stdin) [--listen HOST:PORT]\n"
+            "                 [--private] [-v]\n"
             "  The coordinator of checkpointable MPI jobs (cr_mpirun, cr_snapshot,\n"
             "  cr_mpirestart talk to it). --listen: address and port (default *:0, any free\n"
             "  port; the port is printed as 'cr_coordd: listening on PORT'). --private: end\n"
-            "  when the last job has ended (cr_mpirun starts one like that).\n");
+            "  when the last job has ended (cr_mpirun starts one like that).\n"
+            "  Every connection must first present the token: --token-file FILE reads it from\n"
+            "  FILE (mode 0600, yours; created with a new random token when missing; give the\n"
+            "  same FILE to cr_mpirun --token-file), --token-stdin from the first line of\n"
+            "  stdin (how cr_mpirun hands one to a private coordinator).\n");
         return 0;
       default:
         std::fprintf(stderr, "cr_coordd: bad option (see --help)\n");
@@ -801,6 +856,16 @@ int main(int argc, char** argv) {
   crkit::log::set_threshold(v >= 2   ? crkit::log::Level::Debug
                             : v == 1 ? crkit::log::Level::Verbose
                                      : crkit::log::Level::Normal);
+  if (token_file.empty() == !token_stdin) {
+    std::fprintf(stderr, "cr_coordd: give exactly one of --token-file FILE and --token-stdin\n");
+    return 2;
+  }
+  auto token = token_stdin ? crkit::coord::read_token_line(0, 30000, "cr_coordd --token-stdin")
+                           : crkit::coord::read_token_file(token_file, true);
+  if (!token) {
+    crkit::log::error("{}", token.error().message);
+    return 2;
+  }
   std::string host = "*";
   uint16_t port = 0;
   if (auto colon = listen.rfind(':'); colon != std::string::npos) {
@@ -818,6 +883,6 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
   std::printf("cr_coordd: listening on %u\n", crkit::coord::local_port(fd->get()));
   std::fflush(stdout);
-  Coordinator c(std::move(*fd), priv);
+  Coordinator c(std::move(*fd), priv, std::move(*token));
   return c.run();
 }

@@ -50,6 +50,8 @@ void usage(FILE* f) {
       "Coordinator:\n"
       "      --coord HOST:PORT   use this cr_coordd (default: start a private one)\n"
       "      --coord-host H      the name the nodes reach this host by (default: hostname)\n"
+      "      --token-file FILE   the --coord coordinator's token (see cr_coordd --help;\n"
+      "                          default: $CRKIT_COORD_TOKEN)\n"
       "Other:\n"
       "  -v, --verbose           print progress\n"
       "  -h, -?, --help          this help\n"

@@ -44,6 +44,8 @@ void usage(FILE* f) {
       "Coordinator:\n"
       "      --coord HOST:PORT   use this cr_coordd (default: start a private one)\n"
       "      --coord-host H      the name the nodes reach this host by (default: hostname)\n"
+      "      --token-file FILE   the --coord coordinator's token (see cr_coordd --help;\n"
+      "                          default: $CRKIT_COORD_TOKEN)\n"
       "Environment (the job gets ours, without PMI_*):\n"
       "      --env-exclude VAR   leave VAR out (repeatable; 'VAR*' leaves out a prefix)\n"
       "      --nolocal           all MPI traffic over TCP, also within a host\n"

@@ -10,6 +10,7 @@
 #include "common/cr_errors.hpp"
 #include "common/log.hpp"
 #include "protocol/channel.hpp"
+#include "protocol/token.hpp"
 #include "tools/job_registry.hpp"
 #include "tools/tool_options.hpp"
 
@@ -42,6 +43,8 @@ void usage(FILE* f) {
       "Options:\n"
       "      --coord HOST:PORT   the job's coordinator (default: from the registry\n"
       "                          ${CRKIT_RUN_DIR:-/tmp/crkit-$UID}/jobs/JOB.json of this host)\n"
+      "      --token-file FILE   the coordinator's token (default: $CRKIT_COORD_TOKEN, else\n"
+      "                          the job's record)\n"
       "      --timeout SEC       abandon the snapshot after SEC seconds (default 600,\n"
       "                          0 = no limit)\n"
       "      --json              print the coordinator's reply as JSON instead\n"
@@ -52,9 +55,28 @@ void usage(FILE* f) {
       "job, 16 EBUSY: a snapshot is already in progress, 110 ETIMEDOUT); 255 on bad usage.\n");
 }
 
-// The coordinator of the job: --coord, or the record its cr_mpirun left on this host.
-Result<crkit::coord::Endpoint> find_coordinator(const SnapshotOptions& o) {
-  if (o.coord) return *o.coord;
+struct Coordinator {
+  crkit::coord::Endpoint ep;
+  std::string token;
+};
+
+// The coordinator of the job and its token: --coord and --token-file (or $CRKIT_COORD_TOKEN),
+// or the record its cr_mpirun left on this host.
+Result<Coordinator> find_coordinator(const SnapshotOptions& o) {
+  std::string token;
+  if (!o.token_file.empty()) {
+    CRKIT_ASSIGN(token, crkit::coord::read_token_file(o.token_file, false));
+  } else if (const char* t = std::getenv("CRKIT_COORD_TOKEN"); t && *t) {
+    token = t;
+    CRKIT_TRY(crkit::coord::check_token(token, "$CRKIT_COORD_TOKEN"));
+  }
+  if (o.coord) {
+    if (token.empty())
+      return crkit::fail(EINVAL, fmt::format("the coordinator at {} needs its token: give "
+                                             "--token-file FILE or set CRKIT_COORD_TOKEN",
+                                             o.coord->str()));
+    return Coordinator{*o.coord, token};
+  }
   const std::string run_dir = default_run_dir();
   CRKIT_ASSIGN(JobRecord r, read_job_record(run_dir, o.job));
   if (!record_owner_alive(r))
@@ -63,7 +85,7 @@ Result<crkit::coord::Endpoint> find_coordinator(const SnapshotOptions& o) {
                                           o.job, r.pid, record_path(run_dir, o.job)));
   auto ep = crkit::coord::parse_endpoint(r.coord);
   if (!ep) return crkit::fail(ep.error().context(record_path(run_dir, o.job)));
-  return *ep;
+  return Coordinator{*ep, token.empty() ? r.token : token};
 }
 
 // A refusal as an Error: its text and code, both from the coordinator when it gave them.
@@ -144,8 +166,9 @@ int main(int argc, char** argv) {
     return exit_status(e);
   };
 
-  auto ep = find_coordinator(o);
-  if (!ep) return failed(ep.error(), nullptr);
+  auto found = find_coordinator(o);
+  if (!found) return failed(found.error(), nullptr);
+  const crkit::coord::Endpoint* ep = &found->ep;
 
   Json request;
   int timeout_ms = kQueryMs;
@@ -163,6 +186,7 @@ int main(int argc, char** argv) {
       request = {{"op", "list"}, {"job", o.job}};
       break;
   }
+  request["token"] = found->token;
   auto reply = crkit::coord::call(*ep, request, timeout_ms);
   if (!reply) return failed(reply.error(), nullptr);
   if (!reply->value("ok", false)) return failed(refusal(*reply), &*reply);

@@ -23,6 +23,7 @@
 #include "common/cr_errors.hpp"
 #include "common/log.hpp"
 #include "common/unique_fd.hpp"
+#include "protocol/token.hpp"
 #include "snapshot/manifest.hpp"
 #include "tools/job_registry.hpp"
 
@@ -65,8 +66,11 @@ std::string join(const std::vector<std::string>& words) {
 // terminal reaches this tool only and it can end the job in order (kill through the
 // coordinator) instead of every piece dying at once. Stdin is /dev/null: nothing in the
 // background group may read the terminal (it would stop on SIGTTIN), and ranks get no stdin
-// (not forwarded). Stdout goes to stdout_fd when >= 0. An exec failure is this call's error.
-Result<pid_t> spawn(const std::vector<std::string>& argv, int stdout_fd, const sigset_t& mask) {
+// (not forwarded), unless stdin_text is given: then stdin is a pipe that holds just that
+// (how a token reaches a coordinator or an agent without showing on a command line).
+// Stdout goes to stdout_fd when >= 0. An exec failure is this call's error.
+Result<pid_t> spawn(const std::vector<std::string>& argv, int stdout_fd, const sigset_t& mask,
+                    const std::string& stdin_text = {}) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -75,6 +79,19 @@ Result<pid_t> spawn(const std::vector<std::string>& argv, int stdout_fd, const s
   UniqueFd rd(report[0]), wr(report[1]);
   UniqueFd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!null) return fail_errno("opening /dev/null");
+  UniqueFd in_rd, in_wr;
+  if (!stdin_text.empty()) {
+    int in[2];
+    if (::pipe2(in, O_CLOEXEC) != 0) return fail_errno("creating a pipe");
+    in_rd.reset(in[0]);
+    in_wr.reset(in[1]);
+    // A pipe holds 64 KiB: the text is in it before the child even runs.
+    if (::write(in_wr.get(), stdin_text.data(), stdin_text.size()) !=
+        static_cast<ssize_t>(stdin_text.size()))
+      return fail_errno("writing to a pipe");
+    in_wr.reset();
+    null = std::move(in_rd);
+  }
   pid_t pid = ::fork();
   if (pid < 0) return fail_errno(fmt::format("fork for {}", argv[0]));
   if (pid == 0) {
@@ -169,8 +186,25 @@ class JobRun {
     return {};
   }
 
+  // Every connection's first message carries the coordinator's token.
+  Json authed(Json m) const {
+    m["token"] = token_;
+    return m;
+  }
+
   Status find_coordinator() {
     if (o_.coord) {
+      if (!o_.token_file.empty()) {
+        CRKIT_ASSIGN(token_, coord::read_token_file(o_.token_file, false));
+      } else if (const char* t = std::getenv("CRKIT_COORD_TOKEN"); t && *t) {
+        token_ = t;
+        CRKIT_TRY(coord::check_token(token_, "$CRKIT_COORD_TOKEN"));
+      } else {
+        return fail(EINVAL, fmt::format("the coordinator at {} needs its token: give "
+                                        "--token-file FILE (as given to cr_coordd) or set "
+                                        "CRKIT_COORD_TOKEN",
+                                        o_.coord->str()));
+      }
       self_ep_ = *o_.coord;
       agent_ep_ = o_.coord_host.empty() ? o_.coord->str()
                                         : coord::Endpoint{o_.coord_host, o_.coord->port}.str();
@@ -187,8 +221,10 @@ class JobRun {
     int out[2];
     if (::pipe2(out, O_CLOEXEC) != 0) return fail_errno("creating a pipe");
     UniqueFd rd(out[0]), wr(out[1]);
+    CRKIT_ASSIGN(token_, coord::new_token());
     CRKIT_ASSIGN(coordd_pid_,
-                 spawn({programs_.coordd, "--listen", "*:0", "--private"}, wr.get(), old_mask_));
+                 spawn({programs_.coordd, "--listen", "*:0", "--private", "--token-stdin"},
+                       wr.get(), old_mask_, token_ + "\n"));
     wr.reset();
     std::string line;
     const auto deadline = Clock::now() + std::chrono::milliseconds(kCoorddStartMs);
@@ -255,7 +291,7 @@ class JobRun {
   void stop_private_coordinator() {
     if (coordd_pid_ <= 0) return;
     // Before it reported its port it cannot be asked; afterwards it may clean up first.
-    if (self_ep_.port) (void)coord::call(self_ep_, Json{{"op", "shutdown"}}, 2000);
+    if (self_ep_.port) (void)coord::call(self_ep_, authed({{"op", "shutdown"}}), 2000);
     const auto deadline = Clock::now() + std::chrono::seconds(self_ep_.port ? 2 : 0);
     int st;
     while (::waitpid(coordd_pid_, &st, WNOHANG) == 0) {
@@ -271,7 +307,7 @@ class JobRun {
   }
 
   Status submit(const JobSpec& spec) {
-    const Json req = {{"op", "submit"}, {"spec", spec_json(spec)}};
+    const Json req = authed({{"op", "submit"}, {"spec", spec_json(spec)}});
     auto reply = coord::call(self_ep_, req, kCallMs);
     if (!reply) return fail(reply.error().context(fmt::format("submitting job '{}'", spec.job)));
     if (!reply->value("ok", false))
@@ -290,7 +326,7 @@ class JobRun {
   }
 
   void register_job(const JobSpec& spec) {
-    JobRecord r{job_, agent_ep_, ::getpid(), spec.checkpoint_dir, coord::iso8601_utc_now()};
+    JobRecord r{job_, agent_ep_, ::getpid(), spec.checkpoint_dir, coord::iso8601_utc_now(), token_};
     if (Status st = write_job_record(run_dir_, r); !st) {
       log::warn("{} (cr_snapshot will need --coord {})", st.error().message, agent_ep_);
       return;
@@ -309,7 +345,7 @@ class JobRun {
   Status open_wait() {
     CRKIT_ASSIGN(UniqueFd fd, coord::connect_tcp(self_ep_, 5000));
     wait_ch_ = coord::Channel(std::move(fd), "the coordinator at " + self_ep_.str());
-    return wait_ch_.send(Json{{"op", "wait"}, {"job", job_}});
+    return wait_ch_.send(authed({{"op", "wait"}, {"job", job_}}));
   }
 
   void launch_agents(const std::vector<coord::NodePlan>& nodes) {
@@ -318,7 +354,7 @@ class JobRun {
       const bool local = o_.launcher.empty() || is_local_host(host, own_host_);
       auto cmd = agent_command(o_.launcher, host, local, programs_.agent, agent_ep_, job_,
                                static_cast<int>(k));
-      auto pid = spawn(cmd, -1, old_mask_);
+      auto pid = spawn(cmd, -1, old_mask_, token_ + "\n");
       if (!pid) {
         launcher_failed_ = true;
         launcher_status_ = 127;  // as a shell reports a command it cannot run
@@ -341,8 +377,8 @@ class JobRun {
     kill_sent_ = true;
     kill_reason_ = reason;
     kill_deadline_ = Clock::now() + kKillGrace;
-    auto reply =
-        coord::call(self_ep_, Json{{"op", "kill"}, {"job", job_}, {"reason", reason}}, kKillCallMs);
+    auto reply = coord::call(self_ep_, authed({{"op", "kill"}, {"job", job_}, {"reason", reason}}),
+                             kKillCallMs);
     if (!reply)
       log::warn("asking the coordinator to kill job {}: {}", job_, reply.error().message);
     else if (!reply->value("ok", false))
@@ -573,6 +609,7 @@ class JobRun {
   sigset_t old_mask_{};
   UniqueFd sigfd_;
   pid_t coordd_pid_ = 0;
+  std::string token_;        // the coordinator's (protocol/token.hpp)
   int coordd_status_ = 0;    // when reaped by reap()
   coord::Endpoint self_ep_;  // where this tool talks to the coordinator
   std::string agent_ep_;     // where the agents (and cr_snapshot, via the registry) do
@@ -671,8 +708,8 @@ std::vector<std::string> agent_command(const std::vector<std::string>& launcher,
                                        const std::string& host, bool local,
                                        const std::string& agent, const std::string& coord_ep,
                                        const std::string& job, int node) {
-  std::vector<std::string> cmd = {agent,    "--coord",           coord_ep, "--job", job,
-                                  "--node", std::to_string(node)};
+  std::vector<std::string> cmd = {
+      agent, "--coord", coord_ep, "--job", job, "--node", std::to_string(node), "--token-stdin"};
   if (local || launcher.empty()) return cmd;
   std::vector<std::string> full = launcher;
   full.push_back(host);

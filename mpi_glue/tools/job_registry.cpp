@@ -86,11 +86,9 @@ Status write_job_record(const std::string& run_dir, const JobRecord& r) {
   const std::string jobs = run_dir + "/jobs";
   CRKIT_TRY(ensure_private_dir(jobs));
   const std::string path = record_path(run_dir, r.job);
-  Json j = {{"job", r.job},
-            {"coord", r.coord},
-            {"pid", r.pid},
-            {"checkpoint_dir", r.checkpoint_dir},
-            {"started", r.started}};
+  Json j = {{"job", r.job},         {"coord", r.coord},
+            {"pid", r.pid},         {"checkpoint_dir", r.checkpoint_dir},
+            {"started", r.started}, {"token", r.token}};
   const std::string text = j.dump() + "\n";
   // A unique temporary name, so that two writers never share one; rename makes the record
   // appear whole to a concurrent reader.
@@ -117,6 +115,21 @@ Result<JobRecord> read_job_record(const std::string& run_dir, const std::string&
                                      job, run_dir));
     return fail_errno(fmt::format("opening {}", path));
   }
+  // The record says which coordinator gets our token: only one of ours, closed to others,
+  // in directories only we can write, is believed.
+  struct stat sb {};
+  if (::fstat(fd.get(), &sb) != 0) return fail_errno(fmt::format("stat of {}", path));
+  if (sb.st_uid != ::geteuid() || (sb.st_mode & 077))
+    return fail(EACCES, fmt::format("{} is not private to you (uid {}, mode {:04o}): not trusted",
+                                    path, sb.st_uid, sb.st_mode & 07777));
+  for (const std::string& dir : {run_dir, run_dir + "/jobs"}) {
+    struct stat ds {};
+    if (::stat(dir.c_str(), &ds) != 0) return fail_errno(fmt::format("stat of {}", dir));
+    if (ds.st_uid != ::geteuid() || (ds.st_mode & 022))
+      return fail(EACCES, fmt::format("job registry directory {} is not private to you (uid {}, "
+                                      "mode {:o}): not trusted",
+                                      dir, ds.st_uid, ds.st_mode & 07777));
+  }
   std::string text;
   char buf[4096];
   for (;;) {
@@ -142,6 +155,7 @@ Result<JobRecord> read_job_record(const std::string& run_dir, const std::string&
   CRKIT_TRY(str("coord", &r.coord));
   CRKIT_TRY(str("checkpoint_dir", &r.checkpoint_dir));
   CRKIT_TRY(str("started", &r.started));
+  CRKIT_TRY(str("token", &r.token));
   auto pid = j.find("pid");
   if (pid == j.end() || !pid->is_number_integer() || pid->get<long long>() <= 0)
     return fail(EINVAL, fmt::format("{}: \"pid\" is missing or not a process id", path));

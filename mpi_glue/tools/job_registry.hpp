@@ -3,7 +3,8 @@
 // name alone (as ompi-checkpoint finds mpirun from its pid).
 //
 //   ${CRKIT_RUN_DIR:-/tmp/crkit-$UID}/jobs/JOB.json    (directories 0700, file 0600)
-//   {"job":ID,"coord":"HOST:PORT","pid":P,"checkpoint_dir":D,"started":ISO-8601}
+//   {"job":ID,"coord":"HOST:PORT","pid":P,"checkpoint_dir":D,"started":ISO-8601,"token":T}
+// The token is the coordinator's secret (protocol/token.hpp): the file's mode keeps it ours.
 #pragma once
 
 #include <sys/types.h>
@@ -21,6 +22,7 @@ struct JobRecord {
   pid_t pid = 0;      // the cr_mpirun (or cr_mpirestart) that follows the job
   std::string checkpoint_dir;
   std::string started;
+  std::string token;  // what the coordinator wants in a connection's first message
 
   bool operator==(const JobRecord&) const = default;
 };

@@ -25,6 +25,7 @@ enum LongOnly {
   kJob,
   kCoord,
   kCoordHost,
+  kTokenFile,
   kNolocal,
   kEnvExclude,
   kVersion,
@@ -132,6 +133,10 @@ Result<bool> job_option(int c, const char* arg, const std::string& cwd, JobOptio
       o->coord = *ep;
       return true;
     }
+    case kTokenFile:
+      if (!*arg) return fail(EINVAL, "--token-file: empty file name");
+      o->token_file = arg;
+      return true;
     case kCoordHost:
       if (!*arg || std::strpbrk(arg, " \t/"))
         return fail(EINVAL, fmt::format("--coord-host: '{}' is not a host name", arg));
@@ -156,6 +161,7 @@ std::vector<option> with_job_options(std::initializer_list<option> own) {
                            {"job", required_argument, nullptr, kJob},
                            {"coord", required_argument, nullptr, kCoord},
                            {"coord-host", required_argument, nullptr, kCoordHost},
+                           {"token-file", required_argument, nullptr, kTokenFile},
                            {"verbose", no_argument, nullptr, 'v'},
                            {"help", no_argument, nullptr, 'h'},
                            {"version", no_argument, nullptr, kVersion}};
@@ -296,6 +302,7 @@ Result<MpirestartOptions> parse_mpirestart_args(const std::vector<std::string>& 
 Result<SnapshotOptions> parse_snapshot_args(const std::vector<std::string>& args) {
   SnapshotOptions o;
   static const option longopts[] = {{"coord", required_argument, nullptr, kCoord},
+                                    {"token-file", required_argument, nullptr, kTokenFile},
                                     {"timeout", required_argument, nullptr, kTimeout},
                                     {"term", no_argument, nullptr, kTerm},
                                     {"status", no_argument, nullptr, kStatus},
@@ -316,6 +323,10 @@ Result<SnapshotOptions> parse_snapshot_args(const std::vector<std::string>& args
         o.coord = *ep;
         break;
       }
+      case kTokenFile:
+        if (!*optarg) return fail(EINVAL, "--token-file: empty file name");
+        o.token_file = optarg;
+        break;
       case kTimeout: {
         // The coordinator's limit; ours is a little longer, so its answer arrives (int ms).
         CRKIT_ASSIGN(long v, parse_number(optarg, 0, 2000000, "--timeout"));

@@ -29,6 +29,8 @@ struct JobOptions {
   std::string job;                       // --job NAME; empty: the tool's pid
   std::optional<coord::Endpoint> coord;  // --coord: an existing cr_coordd; else a private one
   std::string coord_host;                // --coord-host: the name agents reach us by
+  std::string
+      token_file;  // --token-file: the --coord coordinator's token (else $CRKIT_COORD_TOKEN)
   bool verbose = false;
 };
 
@@ -59,6 +61,7 @@ struct SnapshotOptions {
   bool json = false;
   bool verbose = false;
   std::optional<coord::Endpoint> coord;
+  std::string token_file;  // --token-file (else $CRKIT_COORD_TOKEN, else the job's record)
   std::string job;
 };
 

@@ -6,8 +6,9 @@
 # node is a network namespace with its own address and host name (tests/mpi/netns.sh), the
 # launcher and the coordinator run on a separate head node. Phases (CRKIT_MPI_PHASES selects,
 # default all):
-#   main     3 snapshots while it runs, kill the job, restart the 2nd snapshot on three other
-#            nodes listed in another order: the checksum of an uninterrupted run
+#   main     3 snapshots while it runs (and one with a wrong token, refused), kill the job,
+#            restart the 2nd snapshot on three other nodes listed in another order: the
+#            checksum of an uninterrupted run
 #   nolocal  all traffic over TCP (MPIR_CVAR_NOLOCAL=1): a snapshot of 3x2 ranks restarts on
 #            2 nodes with 3 ranks each
 #   copy     while the job runs on, a copy restarts from its latest snapshot on other nodes
@@ -101,6 +102,15 @@ phase_main() {
     crt_expect_rc "snap$s" 0 "cr_snapshot main (#$s) while the job runs"
     sleep 1
   done
+  # The coordinator answers only its token: a wrong one is refused (EACCES), naming why.
+  local coord
+  coord=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["coord"])' \
+    "${CRKIT_RUN_DIR:-/tmp/crkit-$(id -u)}/jobs/main.json") || crt_fail "no registry record of job main"
+  on_head badtoken 30 env CRKIT_COORD_TOKEN=0000000000000000000000000000000000000000 \
+    cr_snapshot --coord "$coord" main
+  crt_expect_rc badtoken 13 "cr_snapshot --coord $coord with a wrong token (EACCES)"
+  crt_check "the refusal says authentication failed"
+  grep -q "authentication failed" "$T/badtoken.err" || crt_fail "stderr: $(cat "$T/badtoken.err")"
   local dir2
   dir2=$(tail -1 "$T/snap2.out")
   [[ -f $dir2/manifest.json ]] || crt_fail "cr_snapshot printed '$dir2', which has no manifest.json"

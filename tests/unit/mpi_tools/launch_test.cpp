@@ -59,16 +59,18 @@ TEST(ShellQuote, QuotesOnlyWhatTheRemoteShellWouldChange) {
 
 TEST(AgentCommand, LocalRunsTheAgentDirectly) {
   auto cmd = agent_command({"ssh", "-x"}, "node1", true, "/b/cr_agent", "head:99", "j1", 0);
-  EXPECT_EQ(cmd, (Args{"/b/cr_agent", "--coord", "head:99", "--job", "j1", "--node", "0"}));
+  EXPECT_EQ(cmd, (Args{"/b/cr_agent", "--coord", "head:99", "--job", "j1", "--node", "0",
+                       "--token-stdin"}));
   auto none = agent_command({}, "node7", false, "/b/cr_agent", "head:99", "j1", 3);
-  EXPECT_EQ(none, (Args{"/b/cr_agent", "--coord", "head:99", "--job", "j1", "--node", "3"}));
+  EXPECT_EQ(none, (Args{"/b/cr_agent", "--coord", "head:99", "--job", "j1", "--node", "3",
+                        "--token-stdin"}));
 }
 
 TEST(AgentCommand, RemoteGoesThroughTheLauncherQuotedForTheShell) {
   auto cmd =
       agent_command({"ssh", "-x"}, "node2", false, "/opt/my crkit/cr_agent", "head:99", "j1", 2);
   EXPECT_EQ(cmd, (Args{"ssh", "-x", "node2", "'/opt/my crkit/cr_agent'", "--coord", "head:99",
-                       "--job", "j1", "--node", "2"}));
+                       "--job", "j1", "--node", "2", "--token-stdin"}));
 }
 
 TEST(LocalHost, NamesOfThisMachine) {

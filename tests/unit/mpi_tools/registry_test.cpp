@@ -34,7 +34,7 @@ class RegistryTest : public ::testing::Test {
     return st.st_mode & 07777;
   }
   JobRecord record(const std::string& job, pid_t pid) const {
-    return JobRecord{job, "head:4711", pid, "/ck", "2026-12-03T08:00:00Z"};
+    return JobRecord{job, "head:4711", pid, "/ck", "2026-12-03T08:00:00Z", "0123456789abcdef0123"};
   }
 
   std::string top_, run_;
@@ -74,7 +74,29 @@ TEST_F(RegistryTest, RecordIsJsonWithTheDocumentedKeys) {
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_EQ(text,
             "{\"checkpoint_dir\":\"/ck\",\"coord\":\"head:4711\",\"job\":\"j\",\"pid\":42,"
-            "\"started\":\"2026-12-03T08:00:00Z\"}\n");
+            "\"started\":\"2026-12-03T08:00:00Z\",\"token\":\"0123456789abcdef0123\"}\n");
+  struct stat sb {};
+  ASSERT_EQ(::stat(record_path(run_, "j").c_str(), &sb), 0);
+  EXPECT_EQ(sb.st_mode & 0777, 0600u);  // it holds the coordinator's token
+}
+
+// A record tells cr_snapshot where to send the token: one others could read or have written
+// is not believed.
+TEST_F(RegistryTest, ReadRefusesARecordOthersCanReadOrADirectoryOthersCanWrite) {
+  ASSERT_TRUE(write_job_record(run_, record("j", ::getpid())));
+  ASSERT_EQ(::chmod(record_path(run_, "j").c_str(), 0644), 0);
+  auto r = read_job_record(run_, "j");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, EACCES);
+  EXPECT_NE(r.error().message.find("not private"), std::string::npos) << r.error().message;
+  ASSERT_EQ(::chmod(record_path(run_, "j").c_str(), 0600), 0);
+  ASSERT_TRUE(read_job_record(run_, "j"));
+  ASSERT_EQ(::chmod((run_ + "/jobs").c_str(), 0777), 0);
+  r = read_job_record(run_, "j");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, EACCES);
+  EXPECT_NE(r.error().message.find(run_ + "/jobs"), std::string::npos) << r.error().message;
+  ASSERT_EQ(::chmod((run_ + "/jobs").c_str(), 0700), 0);
 }
 
 TEST_F(RegistryTest, RewriteReplacesAndRemoveSparesAnotherOwner) {
