@@ -86,9 +86,15 @@ struct SnapshotRun {
   bool started = false;      // phase 2: the agents were told to checkpoint
   std::vector<Json> orders;  // node -> its checkpoint message
   bool failed = false;
+  // Abandoned after phase 2 began: how long the nodes get to confirm their cancellation
+  // before the coordinator gives up on them (else one hung node would block every later
+  // snapshot of the job).
+  std::optional<Clock::time_point> abort_deadline;
   std::string error;
   int code = 0;
 };
+
+constexpr auto kAbortGrace = std::chrono::seconds(30);
 
 struct Job {
   std::string id;
@@ -338,6 +344,7 @@ void Coordinator::abandon(Job& job, const std::string& why, int code) {
     if (!job.snap->done.count(static_cast<int>(k)) && !job.nodes[k].exited)
       send_node(job, static_cast<int>(k),
                 {{"op", "checkpoint_abort"}, {"seq", job.snap->seq}, {"reason", why}});
+  job.snap->abort_deadline = Clock::now() + kAbortGrace;
   snapshot_progress(job);
 }
 
@@ -726,6 +733,14 @@ void Coordinator::timers() {
         if (!job.snap->done.count(static_cast<int>(k)))
           missing += fmt::format(" {} ({})", k, job.nodes[k].host);
       abandon(job, "timed out waiting for node(s)" + missing, ETIMEDOUT);
+    } else if (job.snap && job.snap->abort_deadline && now > *job.snap->abort_deadline) {
+      for (size_t k = 0; k < job.nodes.size(); ++k)
+        if (job.snap->done.emplace(static_cast<int>(k), Json::object()).second)
+          crkit::log::error(
+              "job {}: node {} ({}) did not confirm the cancellation of snapshot "
+              "{} within {} s; giving up on it",
+              job.id, k, job.nodes[k].host, job.snap->seq, kAbortGrace.count());
+      snapshot_progress(job);
     }
     const int interval = job.spec.value("interval", 0);
     if (interval > 0 && job.state == Job::State::Running && !job.snap && !job.killing &&
