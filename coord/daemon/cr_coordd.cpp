@@ -491,6 +491,10 @@ void Coordinator::node_exited(Job& job, int node, int status, const std::string&
         status);
   }
   complete_fence(job);  // it may have waited for this node only
+  // Its ranks are gone: a snapshot still in its first phase cannot include them.
+  if (job.snap && !job.snap->started)
+    abandon(job, fmt::format("the ranks of node {} ({}) ended before the snapshot", node, n.host),
+            ESRCH);
   snapshot_progress(job);
   for (auto& x : job.nodes)
     if (!x.exited) return;
@@ -611,6 +615,11 @@ void Coordinator::on_client(int cid, const Json& m) {
     if (job->snap)
       return refuse(cid, EBUSY,
                     fmt::format("snapshot {} of job {} is still in progress", job->snap->seq, id));
+    for (size_t k = 0; k < job->nodes.size(); ++k)
+      if (job->nodes[k].exited)
+        return refuse(cid, EAGAIN,
+                      fmt::format("job {} is finishing: the ranks of node {} ({}) have ended", id,
+                                  k, job->nodes[k].host));
     start_snapshot(*job, cid, m.value("term", false), m.value("timeout", 600));
   } else {
     refuse(cid, EINVAL, fmt::format("unknown request '{}'", op));
@@ -744,7 +753,8 @@ void Coordinator::timers() {
     }
     const int interval = job.spec.value("interval", 0);
     if (interval > 0 && job.state == Job::State::Running && !job.snap && !job.killing &&
-        now >= job.next_periodic) {
+        now >= job.next_periodic &&
+        std::none_of(job.nodes.begin(), job.nodes.end(), [](const Node& n) { return n.exited; })) {
       job.next_periodic = now + std::chrono::seconds(interval);
       start_snapshot(job, -1, false, 600);
     }
@@ -794,7 +804,8 @@ int Coordinator::run() {
       conns_[id].ch.fill();
       for (;;) {
         auto it = conns_.find(id);
-        if (it == conns_.end()) break;
+        // A connection closed by a refusal: what else it sent is not read.
+        if (it == conns_.end() || it->second.ch.fd() < 0) break;
         auto m = it->second.ch.next();
         if (!m) {
           crkit::log::warn("{}", m.error().message);
