@@ -37,6 +37,7 @@
 
 #include "common/cr_errors.hpp"
 #include "common/log.hpp"
+#include "common/loopback_peer.hpp"
 #include "common/result.hpp"
 #include "common/unique_fd.hpp"
 #include "pmi/pmi_server.hpp"
@@ -754,6 +755,11 @@ void Agent::accept_stdio() {
   for (;;) {
     UniqueFd fd(::accept4(stdio_listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!fd) return;
+    // Output of the restarted ranks only: another local user must not write into the job's.
+    if (Status ok = crkit::check_loopback_peer(fd.get(), "the stdio port"); !ok) {
+      crkit::log::warn("node {} ({}): {}", o_.node, host_, ok.error().message);
+      continue;
+    }
     stdio_.push_back(StdioConn{std::move(fd), {}, -1, -1});
   }
 }

@@ -23,6 +23,7 @@
 #include <fmt/format.h>
 
 #include "common/log.hpp"
+#include "common/loopback_peer.hpp"
 #include "common/unique_fd.hpp"
 #include "pmi/wire.hpp"
 
@@ -292,6 +293,11 @@ void PmiServer::Impl::accept_all() {
     char ip[INET_ADDRSTRLEN] = "?";
     ::inet_ntop(AF_INET, &addr.sin_addr, ip, sizeof ip);
     c.peer = fmt::format("{}:{}", ip, ntohs(addr.sin_port));
+    // Only the job's own ranks (our user) may join its key space, not any local user.
+    if (Status ok = check_loopback_peer(fd, name.c_str()); !ok) {
+      log::warn("{}", ok.error().message);
+      continue;  // c closes the connection
+    }
     // Every PMI exchange is a short request and a short reply: do not let Nagle delay them.
     int one = 1;
     if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) {
