@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <ctime>
 #include <set>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -145,10 +147,30 @@ struct ProcessDump {
   resources::MemoryPlan memory;
 };
 
+// The smaps of every process, read by parallel threads: it is the slowest part of a frozen
+// process's state (the kernel walks all its page tables to count Rss and Pss), and it needs
+// no ptrace, so other threads than the tracer can read it. All are read before any scratch
+// area is mapped (processes sharing an address space, vfork, would see each other's).
+std::vector<Result<std::vector<proc::MapEntry>>> read_all_smaps(const std::vector<pid_t>& pids) {
+  std::vector<Result<std::vector<proc::MapEntry>>> out(
+      pids.size(), Result<std::vector<proc::MapEntry>>(std::vector<proc::MapEntry>{}));
+  const size_t workers =
+      std::min<size_t>(pids.size(), std::max<long>(1, ::sysconf(_SC_NPROCESSORS_ONLN)));
+  std::atomic<size_t> next{0};
+  auto work = [&]() {
+    for (size_t i; (i = next.fetch_add(1)) < pids.size();) out[i] = proc::read_smaps(pids[i]);
+  };
+  std::vector<std::thread> threads;
+  for (size_t k = 1; k < workers; ++k) threads.emplace_back(work);
+  work();
+  for (auto& t : threads) t.join();
+  return out;
+}
+
 Result<ProcessDump> dump_process_state(const inject::FrozenProcess& frozen,
+                                       std::vector<proc::MapEntry> smaps,
                                        resources::SharedPagesSeen* shared_seen) {
   const pid_t pid = frozen.pid();
-  CRKIT_ASSIGN(auto smaps, proc::read_smaps(pid));
   CRKIT_ASSIGN(uint64_t site, inject::find_syscall_site(pid));
   inject::RemoteCaller main(pid, site);
   CRKIT_ASSIGN(RemoteScratch scratch, RemoteScratch::map(pid, main));
@@ -285,12 +307,16 @@ Status dump_memory(inject::FrozenTree& tree, const std::vector<ProcessDump>& dum
         frozen_runs.push_back(r);
     return save(frozen_runs);
   }
+  std::vector<const inject::FrozenProcess*> frozen;
+  for (const auto& p : tree.processes()) frozen.push_back(&p);
+  auto forked = inject::CowCopy::fork_all(frozen);
   std::vector<inject::CowCopy> copies;
+  copies.reserve(dumps.size());
   for (size_t i = 0; i < dumps.size(); ++i) {
     const auto& d = dumps[i];
     const pid_t pid = d.process.pid;
     pid_t source = pid;
-    if (auto copy = inject::CowCopy::fork_from(tree.processes()[i]); copy) {
+    if (auto& copy = forked[i]; copy) {
       source = copy->pid();
       copies.push_back(std::move(*copy));
     } else {
@@ -342,8 +368,11 @@ Result<Checkpoint> dump_request(const Request& r, image::ImageWriter& w,
 
   resources::SharedPagesSeen shared_seen;
   std::vector<ProcessDump> dumps;
-  for (const auto& f : frozen.tree.processes()) {
-    auto d = dump_process_state(f, &shared_seen);
+  auto smaps = read_all_smaps(frozen.tree.pids());
+  for (size_t i = 0; i < frozen.tree.processes().size(); ++i) {
+    const auto& f = frozen.tree.processes()[i];
+    if (!smaps[i]) return fail(smaps[i].error().context(fmt::format("process {}", f.pid())));
+    auto d = dump_process_state(f, std::move(*smaps[i]), &shared_seen);
     if (!d) return fail(d.error().context(fmt::format("process {}", f.pid())));
     dumps.push_back(std::move(*d));
   }

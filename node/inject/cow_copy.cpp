@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <optional>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -16,37 +18,68 @@
 namespace crkit::inject {
 
 Result<CowCopy> CowCopy::fork_from(const FrozenProcess& p) {
-  const pid_t pid = p.pid();
-  CRKIT_ASSIGN(uint64_t site, find_syscall_site(pid));
+  return std::move(fork_all({&p}).front());
+}
+
+std::vector<Result<CowCopy>> CowCopy::fork_all(const std::vector<const FrozenProcess*>& ps) {
   // The child is traced from birth (and killed if we die) only with these options set on the
   // thread that forks it.
   const long opts = PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL;
-  if (::ptrace(PTRACE_SETOPTIONS, pid, 0, opts) < 0)
-    return fail_errno(fmt::format("preparing process {} for a copy-on-write snapshot", pid));
-  RemoteCaller main(pid, site);
-  // clone(flags = 0): a fork whose exit signal is none (see the header).
-  auto r = main.call(SYS_clone, {0, 0, 0, 0, 0, 0});
-  ::ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACESYSGOOD);
-  if (!r) return fail(r.error().context(fmt::format("forking a snapshot of process {}", pid)));
-  if (*r < 0)
-    return fail_sys(static_cast<int>(-*r),
-                    fmt::format("forking a copy-on-write snapshot of process {} (in the "
-                                "process)",
-                                pid));
-  // The event gives its PID as we see it (the process may live in another PID namespace).
-  if (main.new_threads().empty())
-    return fail(EIO, fmt::format("the snapshot of process {} was not attached", pid));
-  const pid_t child = main.new_threads().front();
-  CowCopy copy(child, pid);
-  // Its first stop (it has not run yet).
-  for (;;) {
-    auto s = wait_thread(child);
-    if (!s) return fail(s.error().context(fmt::format("snapshot {} of process {}", child, pid)));
-    if (s->kind == StopInfo::Exited)
-      return fail(ESRCH, fmt::format("the snapshot {} of process {} died at once", child, pid));
-    if (s->kind == StopInfo::EventStop || s->kind == StopInfo::SignalStop) break;
+  std::vector<std::optional<RemoteCaller>> callers(ps.size());
+  std::vector<Status> started_ok;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    const pid_t pid = ps[i]->pid();
+    auto started = [&]() -> Status {
+      CRKIT_ASSIGN(uint64_t site, find_syscall_site(pid));
+      if (::ptrace(PTRACE_SETOPTIONS, pid, 0, opts) < 0)
+        return fail_errno(fmt::format("preparing process {} for a copy-on-write snapshot", pid));
+      callers[i].emplace(pid, site);
+      // clone(flags = 0): a fork whose exit signal is none (see the header).
+      if (Status s = callers[i]->start(SYS_clone, {0, 0, 0, 0, 0, 0}); !s) {
+        callers[i].reset();
+        ::ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACESYSGOOD);
+        return fail(s.error().context(fmt::format("forking a snapshot of process {}", pid)));
+      }
+      return {};
+    }();
+    started_ok.push_back(std::move(started));
   }
-  return copy;
+  // Every fork runs now; collect them in turn.
+  std::vector<Result<CowCopy>> out;
+  out.reserve(ps.size());
+  for (size_t i = 0; i < ps.size(); ++i) {
+    if (!callers[i]) {
+      out.emplace_back(fail(started_ok[i].error()));
+      continue;
+    }
+    const pid_t pid = ps[i]->pid();
+    auto r = callers[i]->finish();
+    ::ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACESYSGOOD);
+    out.emplace_back([&]() -> Result<CowCopy> {
+      if (!r) return fail(r.error().context(fmt::format("forking a snapshot of process {}", pid)));
+      if (*r < 0)
+        return fail_sys(static_cast<int>(-*r),
+                        fmt::format("forking a copy-on-write snapshot of process {} (in the "
+                                    "process)",
+                                    pid));
+      // The event gives its PID as we see it (the process may live in another PID namespace).
+      if (callers[i]->new_threads().empty())
+        return fail(EIO, fmt::format("the snapshot of process {} was not attached", pid));
+      const pid_t child = callers[i]->new_threads().front();
+      CowCopy copy(child, pid);
+      // Its first stop (it has not run yet).
+      for (;;) {
+        auto s = wait_thread(child);
+        if (!s)
+          return fail(s.error().context(fmt::format("snapshot {} of process {}", child, pid)));
+        if (s->kind == StopInfo::Exited)
+          return fail(ESRCH, fmt::format("the snapshot {} of process {} died at once", child, pid));
+        if (s->kind == StopInfo::EventStop || s->kind == StopInfo::SignalStop) break;
+      }
+      return copy;
+    }());
+  }
+  return out;
 }
 
 double CowCopy::discard() {

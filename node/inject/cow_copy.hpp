@@ -15,6 +15,8 @@
 
 #include <sys/types.h>
 
+#include <vector>
+
 #include "common/result.hpp"
 #include "inject/freezer.hpp"
 
@@ -24,6 +26,10 @@ class CowCopy {
  public:
   // p must be frozen (every thread stopped).
   static Result<CowCopy> fork_from(const FrozenProcess& p);
+  // One copy of each process, forked at the same time: a fork copies the process's page
+  // tables, which for a large process takes milliseconds, all of them frozen time; the kernel
+  // does them in parallel. Element i is process i's copy or why it has none.
+  static std::vector<Result<CowCopy>> fork_all(const std::vector<const FrozenProcess*>& ps);
 
   CowCopy(CowCopy&& o) noexcept : pid_(o.pid_), parent_(o.parent_) { o.pid_ = 0; }
   CowCopy& operator=(CowCopy&&) = delete;

@@ -32,8 +32,15 @@ Result<uint64_t> find_syscall_site(pid_t pid) {
 }
 
 Result<StopInfo> RemoteCaller::resume_until_syscall_stop() {
-  for (;;) {
-    if (::ptrace(PTRACE_SYSCALL, tid_, 0, 0) < 0)
+  if (::ptrace(PTRACE_SYSCALL, tid_, 0, 0) < 0)
+    return fail_errno(fmt::format("resuming thread {} for a remote system call", tid_));
+  return wait_syscall_stop();
+}
+
+// Waits for the thread's next syscall stop, resuming it past the stops on the way.
+Result<StopInfo> RemoteCaller::wait_syscall_stop() {
+  for (bool first = true;; first = false) {
+    if (!first && ::ptrace(PTRACE_SYSCALL, tid_, 0, 0) < 0)
       return fail_errno(fmt::format("resuming thread {} for a remote system call", tid_));
     CRKIT_ASSIGN(StopInfo s, wait_thread(tid_));
     switch (s.kind) {
@@ -61,11 +68,16 @@ Result<StopInfo> RemoteCaller::resume_until_syscall_stop() {
   }
 }
 
-Result<long> RemoteCaller::call(long nr, std::array<uint64_t, 6> args) {
-  CRKIT_ASSIGN(Regs saved, get_regs(tid_));
-  CRKIT_ASSIGN(uint64_t saved_mask, get_sigmask(tid_));
+void RemoteCaller::restore() {
+  (void)set_regs(tid_, saved_);
+  (void)set_sigmask(tid_, saved_mask_);
+}
+
+Status RemoteCaller::start(long nr, std::array<uint64_t, 6> args) {
+  CRKIT_ASSIGN(saved_, get_regs(tid_));
+  CRKIT_ASSIGN(saved_mask_, get_sigmask(tid_));
   CRKIT_TRY(set_sigmask(tid_, ~0ull));
-  Regs r = saved;
+  Regs r = saved_;
   r.rax = static_cast<unsigned long long>(nr);
   r.orig_rax = static_cast<unsigned long long>(-1);
   r.rdi = args[0];
@@ -75,26 +87,34 @@ Result<long> RemoteCaller::call(long nr, std::array<uint64_t, 6> args) {
   r.r8 = args[4];
   r.r9 = args[5];
   r.rip = site_;
-  auto restore = [&]() {
-    (void)set_regs(tid_, saved);
-    (void)set_sigmask(tid_, saved_mask);
-  };
   if (Status s = set_regs(tid_, r); !s) {
     restore();
     return fail(s.error());
   }
-  // Entry stop, then exit stop.
-  for (int stage = 0; stage < 2; ++stage) {
-    auto st = resume_until_syscall_stop();
-    if (!st) {
-      restore();
-      return fail(st.error());
-    }
+  // The entry stop; then the call runs until the exit stop, which finish() waits for.
+  auto entered = resume_until_syscall_stop();
+  if (entered && ::ptrace(PTRACE_SYSCALL, tid_, 0, 0) == 0) return {};
+  Error e = entered ? errno_error(fmt::format("resuming thread {} for a remote system call", tid_))
+                    : entered.error();
+  restore();
+  return fail(e);
+}
+
+Result<long> RemoteCaller::finish() {
+  auto st = wait_syscall_stop();
+  if (!st) {
+    restore();
+    return fail(st.error());
   }
   auto after = get_regs(tid_);
   restore();
   if (!after) return fail(after.error());
   return static_cast<long>(after->rax);
+}
+
+Result<long> RemoteCaller::call(long nr, std::array<uint64_t, 6> args) {
+  CRKIT_TRY(start(nr, args));
+  return finish();
 }
 
 Result<long> RemoteCaller::check(const std::string& what, long nr, std::array<uint64_t, 6> args) {

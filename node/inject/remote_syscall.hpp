@@ -31,6 +31,12 @@ class RemoteCaller {
   // Like call(), but a negative result becomes an error naming `what`.
   Result<long> check(const std::string& what, long nr, std::array<uint64_t, 6> args = {});
 
+  // call() in two halves, so that calls in several processes run at the same time: start()
+  // returns once the thread has entered the system call and runs it; finish() waits for its
+  // result and puts the registers back. Nothing else may be done with the thread in between.
+  Status start(long nr, std::array<uint64_t, 6> args = {});
+  Result<long> finish();
+
   // Threads created by the call (clone/clone3 with ptrace auto-attach).
   const std::vector<pid_t>& new_threads() const { return new_threads_; }
   void clear_new_threads() { new_threads_.clear(); }
@@ -41,9 +47,13 @@ class RemoteCaller {
 
  private:
   Result<StopInfo> resume_until_syscall_stop();
+  Result<StopInfo> wait_syscall_stop();
+  void restore();
   pid_t tid_;
   uint64_t site_;
   std::vector<pid_t> new_threads_;
+  Regs saved_{};  // the thread's own registers and signal mask, during a call
+  uint64_t saved_mask_ = 0;
 };
 
 }  // namespace crkit::inject

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "engine/remote_scratch.hpp"
+#include "inject/cow_copy.hpp"
 #include "inject/freezer.hpp"
 #include "inject/ptrace_thread.hpp"
 #include "inject/remote_memory.hpp"
@@ -104,6 +105,70 @@ TEST(RemoteSyscall, RunsInTargetAndRestoresRegisters) {
   EXPECT_EQ(*mask_before, *mask_after);
   f->release();
   EXPECT_TRUE(s.running());
+}
+
+// start()/finish(): calls in two processes at once, each with its own result, and both
+// processes left exactly as they were.
+TEST(RemoteSyscall, StartAndFinishInTwoProcessesAtOnce) {
+  Spinner a, b;
+  auto fa = inject::FrozenProcess::freeze(a.pid);
+  auto fb = inject::FrozenProcess::freeze(b.pid);
+  ASSERT_TRUE(fa.ok() && fb.ok());
+  auto sa = inject::find_syscall_site(a.pid);
+  auto sb = inject::find_syscall_site(b.pid);
+  ASSERT_TRUE(sa.ok() && sb.ok());
+  auto before_a = inject::get_regs(a.pid);
+  auto before_b = inject::get_regs(b.pid);
+  ASSERT_TRUE(before_a.ok() && before_b.ok());
+  inject::RemoteCaller ra(a.pid, *sa), rb(b.pid, *sb);
+  ASSERT_TRUE(ra.start(SYS_getpid).ok());
+  ASSERT_TRUE(rb.start(SYS_getpid).ok());
+  auto xb = rb.finish();  // in the other order than started
+  auto xa = ra.finish();
+  ASSERT_TRUE(xa.ok() && xb.ok());
+  EXPECT_EQ(*xa, a.pid);
+  EXPECT_EQ(*xb, b.pid);
+  auto after_a = inject::get_regs(a.pid);
+  auto after_b = inject::get_regs(b.pid);
+  ASSERT_TRUE(after_a.ok() && after_b.ok());
+  EXPECT_EQ(0, std::memcmp(&*before_a, &*after_a, sizeof(inject::Regs)));
+  EXPECT_EQ(0, std::memcmp(&*before_b, &*after_b, sizeof(inject::Regs)));
+  fa->release();
+  fb->release();
+  EXPECT_TRUE(a.running());
+  EXPECT_TRUE(b.running());
+}
+
+// fork_all: one copy-on-write copy per process, each the copy of its own process (its memory
+// as of the fork, while the original runs on and changes it).
+TEST(CowCopy, ForkAllCopiesEveryProcess) {
+  Spinner a, b, c;
+  std::vector<inject::FrozenProcess> frozen;
+  for (pid_t p : {a.pid, b.pid, c.pid}) {
+    auto f = inject::FrozenProcess::freeze(p);
+    ASSERT_TRUE(f.ok()) << f.error().message;
+    frozen.push_back(std::move(*f));
+  }
+  std::vector<const inject::FrozenProcess*> ptrs;
+  for (const auto& f : frozen) ptrs.push_back(&f);
+  auto copies = inject::CowCopy::fork_all(ptrs);
+  ASSERT_EQ(copies.size(), 3u);
+  const pid_t originals[] = {a.pid, b.pid, c.pid};
+  for (size_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(copies[i].ok()) << copies[i].error().message;
+    EXPECT_EQ(copies[i]->parent(), originals[i]);
+    EXPECT_GT(copies[i]->pid(), 0);
+    // The copy is a child of its original (PPid in /proc/COPY/status).
+    auto st = proc::read_status(copies[i]->pid());
+    ASSERT_TRUE(st.ok()) << st.error().message;
+    EXPECT_EQ(st->ppid, originals[i]);
+  }
+  for (auto& f : frozen) f.release();
+  EXPECT_TRUE(a.running() && b.running() && c.running());
+  std::vector<pid_t> copy_pids;
+  for (auto& cp : copies) copy_pids.push_back(cp->pid());
+  for (auto& cp : copies) cp->discard();  // killed, and reaped by its original
+  for (pid_t p : copy_pids) EXPECT_NE(::kill(p, 0), 0) << "copy " << p << " is still there";
 }
 
 TEST(RemoteScratch, MapWriteReadUnmap) {
