@@ -943,7 +943,7 @@ int Agent::run() {
           on_coord_message(**m);
         } catch (const std::exception& e) {
           crkit::log::error("node {}: bad message from the coordinator: {}: {}", o_.node, e.what(),
-                            (**m).dump().substr(0, 300));
+                            crkit::coord::loggable(**m));
           if ((**m).value("op", std::string()) == "start") {
             send({{"op", "failed"},
                   {"error",

@@ -818,7 +818,7 @@ int Coordinator::run() {
           on_message(id, **m);
         } catch (const std::exception& e) {
           crkit::log::error("bad message from {}: {}: {}", it->second.ch.peer(), e.what(),
-                            (**m).dump().substr(0, 300));
+                            crkit::coord::loggable(**m));
           refuse(id, EPROTO, fmt::format("bad request: {}", e.what()));
         }
       }

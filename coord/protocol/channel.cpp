@@ -173,9 +173,16 @@ Result<std::optional<Json>> Channel::next() {
   in_.erase(0, nl + 1);
   Json j = Json::parse(line, nullptr, false);
   if (j.is_discarded() || !j.is_object())
-    return fail(EPROTO, fmt::format("{} sent a line that is not a JSON object: '{}'", peer_,
-                                    line.substr(0, 200)));
+    // (Its text is not shown: it may hold the token.)
+    return fail(EPROTO, fmt::format("{} sent a line that is not a JSON object ({} bytes)", peer_,
+                                    line.size()));
   return std::optional<Json>{std::move(j)};
+}
+
+std::string loggable(const Json& m, size_t max) {
+  Json copy = m;
+  if (copy.is_object() && copy.contains("token")) copy["token"] = "(hidden)";
+  return copy.dump().substr(0, max);
 }
 
 Result<Json> Channel::recv(int timeout_ms) {

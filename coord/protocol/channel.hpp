@@ -58,6 +58,9 @@ class Channel {
   bool eof_ = false;
 };
 
+// A message as text for a log line: at most max characters, its token hidden.
+std::string loggable(const Json& m, size_t max = 300);
+
 // A request/response exchange for command-line clients: connect, send, return the reply
 // (timeout_ms -1: wait as long as it takes, e.g. for a job to end).
 Result<Json> call(const Endpoint& ep, const Json& request, int timeout_ms);

@@ -114,7 +114,13 @@ Result<std::string> read_token_line(int fd, int timeout_ms, std::string_view sou
     ssize_t n = ::read(fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return fail_errno(fmt::format("{}: reading the token", source));
-    if (n == 0) break;
+    if (n == 0) {
+      if (s.empty())
+        return fail(EINVAL, fmt::format("{}: stdin ended before a token came (does the "
+                                        "launcher pass stdin on, e.g. not ssh -n?)",
+                                        source));
+      break;
+    }
     s.append(buf, static_cast<size_t>(n));
   }
   std::string t = first_line(s);

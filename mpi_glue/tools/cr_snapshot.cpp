@@ -43,8 +43,8 @@ void usage(FILE* f) {
       "Options:\n"
       "      --coord HOST:PORT   the job's coordinator (default: from the registry\n"
       "                          ${CRKIT_RUN_DIR:-/tmp/crkit-$UID}/jobs/JOB.json of this host)\n"
-      "      --token-file FILE   the coordinator's token (default: $CRKIT_COORD_TOKEN, else\n"
-      "                          the job's record)\n"
+      "      --token-file FILE   the coordinator's token (default: the job's record; with\n"
+      "                          --coord, $CRKIT_COORD_TOKEN)\n"
       "      --timeout SEC       abandon the snapshot after SEC seconds (default 600,\n"
       "                          0 = no limit)\n"
       "      --json              print the coordinator's reply as JSON instead\n"
@@ -66,7 +66,8 @@ Result<Coordinator> find_coordinator(const SnapshotOptions& o) {
   std::string token;
   if (!o.token_file.empty()) {
     CRKIT_ASSIGN(token, crkit::coord::read_token_file(o.token_file, false));
-  } else if (const char* t = std::getenv("CRKIT_COORD_TOKEN"); t && *t) {
+  } else if (const char* t = std::getenv("CRKIT_COORD_TOKEN"); t && *t && o.coord) {
+    // (Only for --coord: a job found in the registry has its own coordinator's token there.)
     token = t;
     CRKIT_TRY(crkit::coord::check_token(token, "$CRKIT_COORD_TOKEN"));
   }

@@ -198,6 +198,7 @@ class JobRun {
         CRKIT_ASSIGN(token_, coord::read_token_file(o_.token_file, false));
       } else if (const char* t = std::getenv("CRKIT_COORD_TOKEN"); t && *t) {
         token_ = t;
+        ::unsetenv("CRKIT_COORD_TOKEN");  // what we start gets it on stdin, or not at all
         CRKIT_TRY(coord::check_token(token_, "$CRKIT_COORD_TOKEN"));
       } else {
         return fail(EINVAL, fmt::format("the coordinator at {} needs its token: give "
@@ -649,7 +650,8 @@ std::map<std::string, std::string> job_environment(const char* const* envp,
                                                    const std::vector<std::string>& exclude,
                                                    bool nolocal) {
   auto excluded = [&](std::string_view name) {
-    if (name.starts_with("PMI_")) return true;
+    // The coordinator's secret is no business of the ranks (and would end up in the images).
+    if (name.starts_with("PMI_") || name == "CRKIT_COORD_TOKEN") return true;
     for (const auto& e : exclude) {
       if (!e.empty() && e.back() == '*') {
         if (name.starts_with(std::string_view(e).substr(0, e.size() - 1))) return true;

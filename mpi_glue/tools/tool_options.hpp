@@ -61,7 +61,7 @@ struct SnapshotOptions {
   bool json = false;
   bool verbose = false;
   std::optional<coord::Endpoint> coord;
-  std::string token_file;  // --token-file (else $CRKIT_COORD_TOKEN, else the job's record)
+  std::string token_file;  // --token-file (else the job's record; with --coord, $CRKIT_COORD_TOKEN)
   std::string job;
 };
 

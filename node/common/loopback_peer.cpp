@@ -42,7 +42,14 @@ Result<uid_t> loopback_peer_uid(int fd) {
     std::istringstream f(line);
     std::string slot, local, remote, state, queues, timer, retr;
     uid_t uid = 0;
-    if (!(f >> slot >> local >> remote >> state >> queues >> timer >> retr >> uid)) continue;
+    unsigned timeout = 0;
+    unsigned long inode = 0;
+    if (!(f >> slot >> local >> remote >> state >> queues >> timer >> retr >> uid >> timeout >>
+          inode))
+      continue;
+    // Only a live socket has its owner's uid here: one its owner closed already (FIN_WAIT,
+    // TIME_WAIT) shows uid 0 and inode 0, which must not pass for root.
+    if (state != "01" || inode == 0) continue;
     uint32_t la = 0, ra = 0;
     unsigned lp = 0, rp = 0;
     if (!parse_endpoint(local, &la, &lp) || !parse_endpoint(remote, &ra, &rp)) continue;

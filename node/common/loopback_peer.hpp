@@ -11,7 +11,8 @@
 namespace crkit {
 
 // The uid owning the peer socket of the accepted IPv4 connection fd. ENOENT when the peer is
-// not in this namespace's table (not a local connection, or already gone).
+// not in this namespace's table (not a local connection), or no longer an open socket (its
+// owner closed it: then the table no longer says whose it was).
 Result<uid_t> loopback_peer_uid(int fd);
 
 // Whether the peer may talk to us: it is our effective user, or root.

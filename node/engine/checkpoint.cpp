@@ -10,6 +10,7 @@
 #include <chrono>
 #include <ctime>
 #include <set>
+#include <system_error>
 #include <thread>
 
 #include <fmt/format.h>
@@ -157,11 +158,23 @@ std::vector<Result<std::vector<proc::MapEntry>>> read_all_smaps(const std::vecto
   const size_t workers =
       std::min<size_t>(pids.size(), std::max<long>(1, ::sysconf(_SC_NPROCESSORS_ONLN)));
   std::atomic<size_t> next{0};
-  auto work = [&]() {
-    for (size_t i; (i = next.fetch_add(1)) < pids.size();) out[i] = proc::read_smaps(pids[i]);
+  auto work = [&]() noexcept {
+    for (size_t i; (i = next.fetch_add(1)) < pids.size();) {
+      try {
+        out[i] = proc::read_smaps(pids[i]);
+      } catch (const std::exception& e) {  // (bad_alloc): an error, not std::terminate
+        out[i] = fail(ENOMEM, fmt::format("reading /proc/{}/smaps: {}", pids[i], e.what()));
+      }
+    }
   };
   std::vector<std::thread> threads;
-  for (size_t k = 1; k < workers; ++k) threads.emplace_back(work);
+  for (size_t k = 1; k < workers; ++k) {
+    try {
+      threads.emplace_back(work);
+    } catch (const std::system_error&) {
+      break;  // no more threads allowed (RLIMIT_NPROC, a pids cgroup): fewer do it all
+    }
+  }
   work();
   for (auto& t : threads) t.join();
   return out;

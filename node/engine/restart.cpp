@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -149,18 +150,20 @@ std::string describe_status(int st) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   struct sigaction sa {};
   sa.sa_handler = [](int) {
+    const int saved_errno = errno;
     ::prctl(PR_SET_PDEATHSIG, 0);
     released = 1;
     if (ack_fd >= 0) {
       ssize_t n = ::send(ack_fd, "RELEASED", 8, MSG_NOSIGNAL);  // async-signal-safe
       (void)n;
     }
+    errno = saved_errno;
   };
-  ::sigaction(SIGUSR1, &sa, nullptr);  // no SA_RESTART: waitpid() returns to look at it
   sigset_t usr1;
   sigemptyset(&usr1);
   sigaddset(&usr1, SIGUSR1);
-  ::sigprocmask(SIG_UNBLOCK, &usr1, nullptr);  // cr_restart holds signals blocked meanwhile
+  ::sigprocmask(SIG_BLOCK, &usr1, nullptr);  // until the parent-death signal is final, below
+  ::sigaction(SIGUSR1, &sa, nullptr);        // no SA_RESTART: waitpid() returns to look at it
   // A private /proc that shows this namespace's PIDs (best effort).
   if (::unshare(CLONE_NEWNS) == 0 &&
       ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0)
@@ -173,6 +176,9 @@ std::string describe_status(int st) {
   // Opening the files with another user's rights changed our file-system ids, which clears
   // the parent-death signal: arm it again (unless the restart is already through).
   if (!released) ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // Only now may the release come: had it come before the line above, the signal would be
+  // armed again after its acknowledgement.
+  ::sigprocmask(SIG_UNBLOCK, &usr1, nullptr);
   int report_fd = c.report_fd;
   // Hold nothing of cr_restart's (image file, terminal, pipes) for the job's lifetime.
   close_all_fds_except({report_fd, status_fd});
@@ -700,10 +706,12 @@ Result<Restarted> restart_image(int fd, const std::string& name, const RestartOp
   // it is still held.
   for (auto& r : procs)
     if (r->img->process.was_stopped) ::kill(r->t.real_pid, SIGSTOP);
+  // The namespace's init first, while every process is still held: a root that ended right
+  // after its release would otherwise count as dying during the restart.
+  if (use_pidns) CRKIT_TRY(release_namespace(out.child, restorer.get()));
   // Release every thread of every process together.
   for (auto& r : procs)
     for (auto& [v, real] : r->t.real_tid_of) ::ptrace(PTRACE_DETACH, real, 0, 0);
-  if (use_pidns) CRKIT_TRY(release_namespace(out.child, restorer.get()));
   guard.release();
   out.restored = procs[0]->t.real_pid;
   for (auto& r : procs) out.all.push_back(r->t.real_pid);

@@ -56,6 +56,10 @@ std::vector<Result<CowCopy>> CowCopy::fork_all(const std::vector<const FrozenPro
     auto r = callers[i]->finish();
     ::ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACESYSGOOD);
     out.emplace_back([&]() -> Result<CowCopy> {
+      // A copy that was attached is ours to kill, whatever else went wrong.
+      std::optional<CowCopy> attached;
+      if (!callers[i]->new_threads().empty())
+        attached.emplace(CowCopy(callers[i]->new_threads().front(), pid));
       if (!r) return fail(r.error().context(fmt::format("forking a snapshot of process {}", pid)));
       if (*r < 0)
         return fail_sys(static_cast<int>(-*r),
@@ -63,10 +67,10 @@ std::vector<Result<CowCopy>> CowCopy::fork_all(const std::vector<const FrozenPro
                                     "process)",
                                     pid));
       // The event gives its PID as we see it (the process may live in another PID namespace).
-      if (callers[i]->new_threads().empty())
+      if (!attached)
         return fail(EIO, fmt::format("the snapshot of process {} was not attached", pid));
-      const pid_t child = callers[i]->new_threads().front();
-      CowCopy copy(child, pid);
+      const pid_t child = attached->pid();
+      CowCopy copy = std::move(*attached);
       // Its first stop (it has not run yet).
       for (;;) {
         auto s = wait_thread(child);

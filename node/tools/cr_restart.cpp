@@ -534,7 +534,8 @@ int main(int argc, char** argv) {
         {"pids", r->all},
         {"processes", r->all.size()},
         {"in_new_pid_namespace", r->in_new_pidns},
-        // The namespace's init, our child: it ends when the namespace is empty.
+        // The namespace's init (our child, or with --as-sibling our parent's): it ends when
+        // the namespace is empty.
         {"init", r->in_new_pidns ? r->child : 0},
         {"image_bytes", image_bytes},
         {"restore_seconds",
