@@ -1695,6 +1695,15 @@ TEST_F(Libcr, RestartedCopySeesTheRestart) {
     errno = 0;
     int poll = cr_poll_checkpoint(&h, nullptr);
     int poll_errno = errno;
+    // The other threads' side of the restart (the thread-context callback, the hooks of the
+    // thread without callbacks) runs on their own threads and may come after ours on a busy
+    // machine: give them up to 10 s before the result is taken.
+    for (int i = 0; i < 10000; ++i) {
+      if (g_rs.tc_rc.load() != -100 && g_rs.hooks[CR_HOOK_RSTRT_THREAD_CONTEXT].load() > 0 &&
+          g_rs.hooks[CR_HOOK_RSTRT_NO_CALLBACKS].load() > 0 && cr_status() == CR_STATE_IDLE)
+        break;
+      sleep_ms(1);
+    }
     char buf[8192];
     int n = snprintf(buf, sizeof buf,
                      "\nrequest %d\nsig_rc %d\ntc_rc %d\nsig_ri %d\nsig_ri_requester %d\n"
