@@ -463,6 +463,16 @@ class Job:
             c.close()
 
 
+def running_job(binary, work, daemons, name):
+    """A private cr_coordd of the case's own (the runner stops it) and the job NAME on it,
+    started on both fake nodes."""
+    d = Daemon(binary, work, name)
+    daemons.append(d)
+    job = Job(d, name, work)
+    job.start()
+    return d, job
+
+
 def check_no_snapshot(job, seq, why):
     check(not os.path.exists(job.snap_dir(seq)),
           "%s: %s still exists (%s)" % (why, job.snap_dir(seq),
@@ -656,10 +666,7 @@ def case_lifecycle(binary, work, daemons):
 
 
 def case_snapshot_commit(binary, work, daemons):
-    d = Daemon(binary, work, "commit")
-    daemons.append(d)
-    job = Job(d, "commit", work)
-    job.start()
+    d, job = running_job(binary, work, daemons, "commit")
     c = job.request_snapshot()
     job.expect_prepare(1)
     snap = job.snap_dir(1)
@@ -741,10 +748,7 @@ def case_snapshot_commit(binary, work, daemons):
 
 
 def case_abandon_prepare(binary, work, daemons):
-    d = Daemon(binary, work, "prepfail")
-    daemons.append(d)
-    job = Job(d, "prepfail", work)
-    job.start()
+    d, job = running_job(binary, work, daemons, "prepfail")
     c = job.request_snapshot()
     job.expect_prepare(1)
     job.prepared(0, 1)
@@ -767,10 +771,7 @@ def case_abandon_prepare(binary, work, daemons):
 
 
 def case_abandon_checkpoint(binary, work, daemons):
-    d = Daemon(binary, work, "ckptfail")
-    daemons.append(d)
-    job = Job(d, "ckptfail", work)
-    job.start()
+    d, job = running_job(binary, work, daemons, "ckptfail")
     c = job.request_snapshot()
     job.expect_prepare(1)
     job.prepared(0, 1)
@@ -800,10 +801,7 @@ def case_abandon_checkpoint(binary, work, daemons):
 
 
 def case_timeout(binary, work, daemons):
-    d = Daemon(binary, work, "timeout")
-    daemons.append(d)
-    job = Job(d, "timeout", work)
-    job.start()
+    d, job = running_job(binary, work, daemons, "timeout")
     t0 = time.monotonic()
     c = job.request_snapshot(timeout=2)
     job.expect_prepare(1)
@@ -827,10 +825,7 @@ def case_timeout(binary, work, daemons):
 
 
 def _rank_exited(binary, work, daemons, name, phase2):
-    d = Daemon(binary, work, name)
-    daemons.append(d)
-    job = Job(d, name, work)
-    job.start()
+    d, job = running_job(binary, work, daemons, name)
     waiter = d.connect("waiting client")
     waiter.send({"op": "wait", "job": job.name})
     c = job.request_snapshot()
@@ -881,10 +876,7 @@ def case_rank_exited_checkpoint(binary, work, daemons):
 
 
 def case_end(binary, work, daemons):
-    d = Daemon(binary, work, "end")
-    daemons.append(d)
-    job = Job(d, "end", work)
-    job.start()
+    d, job = running_job(binary, work, daemons, "end")
     waiter = d.connect("waiting client")
     waiter.send({"op": "wait", "job": job.name})
     waiter.quiet(why="wait answered while the job runs")
@@ -908,10 +900,7 @@ def case_end(binary, work, daemons):
 def case_finishing_job(binary, work, daemons):
     """A node whose ranks ended normally: a snapshot is refused at once (EAGAIN, naming it),
     and one in its first phase when it ends is abandoned (not left waiting for it)."""
-    d = Daemon(binary, work, "finishing")
-    daemons.append(d)
-    job = Job(d, "finishing", work)
-    job.start()
+    d, job = running_job(binary, work, daemons, "finishing")
     c = job.request_snapshot(timeout=30)
     job.expect_prepare(1)
     job.prepared(1, 1)
