@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 
 #include <fmt/format.h>
 
@@ -91,6 +92,19 @@ Result<std::string> read_token_file(const std::string& path, bool create) {
   if (n < 0) return fail_errno(fmt::format("reading the token file {}", path));
   std::string t = first_line(std::string(buf, static_cast<size_t>(n)));
   CRKIT_TRY(check_token(t, "the token file " + path));
+  return t;
+}
+
+Result<std::string> client_token(const std::string& token_file, const std::string& coord) {
+  if (!token_file.empty()) return read_token_file(token_file, false);
+  const char* env = std::getenv("CRKIT_COORD_TOKEN");
+  if (!env || !*env)
+    return fail(EINVAL, fmt::format("the coordinator at {} needs its token: give --token-file "
+                                    "FILE (as given to cr_coordd) or set CRKIT_COORD_TOKEN",
+                                    coord));
+  std::string t = env;
+  ::unsetenv("CRKIT_COORD_TOKEN");
+  CRKIT_TRY(check_token(t, "$CRKIT_COORD_TOKEN"));
   return t;
 }
 

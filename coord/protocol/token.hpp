@@ -28,6 +28,11 @@ Status check_token(std::string_view t, std::string_view source);
 // holding a new token.
 Result<std::string> read_token_file(const std::string& path, bool create);
 
+// The token a client holds for a coordinator it names itself (HOST:PORT): token_file's when
+// one is given, else $CRKIT_COORD_TOKEN's (taken out of the environment, so that what the
+// client starts does not inherit it). EINVAL naming both ways when there is neither.
+Result<std::string> client_token(const std::string& token_file, const std::string& coord);
+
 // The first line of fd (a pipe: cr_mpirun writes the token and closes it), within timeout_ms.
 Result<std::string> read_token_line(int fd, int timeout_ms, std::string_view source);
 

@@ -63,20 +63,15 @@ struct Coordinator {
 // The coordinator of the job and its token: --coord and --token-file (or $CRKIT_COORD_TOKEN),
 // or the record its cr_mpirun left on this host.
 Result<Coordinator> find_coordinator(const SnapshotOptions& o) {
+  if (o.coord) {
+    CRKIT_ASSIGN(std::string token, crkit::coord::client_token(o.token_file, o.coord->str()));
+    return Coordinator{*o.coord, token};
+  }
+  // A job found in the registry has its own coordinator's token there ($CRKIT_COORD_TOKEN,
+  // meant for a shared coordinator, does not apply); --token-file still overrides it.
   std::string token;
   if (!o.token_file.empty()) {
     CRKIT_ASSIGN(token, crkit::coord::read_token_file(o.token_file, false));
-  } else if (const char* t = std::getenv("CRKIT_COORD_TOKEN"); t && *t && o.coord) {
-    // (Only for --coord: a job found in the registry has its own coordinator's token there.)
-    token = t;
-    CRKIT_TRY(crkit::coord::check_token(token, "$CRKIT_COORD_TOKEN"));
-  }
-  if (o.coord) {
-    if (token.empty())
-      return crkit::fail(EINVAL, fmt::format("the coordinator at {} needs its token: give "
-                                             "--token-file FILE or set CRKIT_COORD_TOKEN",
-                                             o.coord->str()));
-    return Coordinator{*o.coord, token};
   }
   const std::string run_dir = default_run_dir();
   CRKIT_ASSIGN(JobRecord r, read_job_record(run_dir, o.job));

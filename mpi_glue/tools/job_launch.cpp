@@ -194,18 +194,8 @@ class JobRun {
 
   Status find_coordinator() {
     if (o_.coord) {
-      if (!o_.token_file.empty()) {
-        CRKIT_ASSIGN(token_, coord::read_token_file(o_.token_file, false));
-      } else if (const char* t = std::getenv("CRKIT_COORD_TOKEN"); t && *t) {
-        token_ = t;
-        ::unsetenv("CRKIT_COORD_TOKEN");  // what we start gets it on stdin, or not at all
-        CRKIT_TRY(coord::check_token(token_, "$CRKIT_COORD_TOKEN"));
-      } else {
-        return fail(EINVAL, fmt::format("the coordinator at {} needs its token: give "
-                                        "--token-file FILE (as given to cr_coordd) or set "
-                                        "CRKIT_COORD_TOKEN",
-                                        o_.coord->str()));
-      }
+      // (What we start gets it on stdin, or not at all.)
+      CRKIT_ASSIGN(token_, coord::client_token(o_.token_file, o_.coord->str()));
       self_ep_ = *o_.coord;
       agent_ep_ = o_.coord_host.empty() ? o_.coord->str()
                                         : coord::Endpoint{o_.coord_host, o_.coord->port}.str();

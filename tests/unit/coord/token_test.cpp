@@ -109,6 +109,28 @@ TEST_F(TokenFile, FirstLineOnlyAndItMustBeAToken) {
   EXPECT_FALSE(read_token_file(path, false));
 }
 
+TEST_F(TokenFile, ClientTokenFromTheFileElseTheEnvironmentWhichItClears) {
+  using crkit::coord::client_token;
+  const std::string path = dir_ + "/token";
+  auto made = read_token_file(path, true);
+  ASSERT_TRUE(made);
+  ::setenv("CRKIT_COORD_TOKEN", "fromtheenvironment01", 1);
+  auto f = client_token(path, "head:1");  // the file wins
+  ASSERT_TRUE(f) << f.error().message;
+  EXPECT_EQ(*f, *made);
+  auto e = client_token("", "head:1");
+  ASSERT_TRUE(e) << e.error().message;
+  EXPECT_EQ(*e, "fromtheenvironment01");
+  EXPECT_EQ(std::getenv("CRKIT_COORD_TOKEN"), nullptr);  // children do not inherit it
+  auto none = client_token("", "head:1");
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code, EINVAL);
+  EXPECT_NE(none.error().message.find("head:1"), std::string::npos) << none.error().message;
+  EXPECT_NE(none.error().message.find("--token-file"), std::string::npos);
+  ::setenv("CRKIT_COORD_TOKEN", "short", 1);
+  EXPECT_FALSE(client_token("", "head:1"));
+}
+
 TEST(TokenLine, FromAPipeAndTimesOutWhenNothingComes) {
   int p[2];
   ASSERT_EQ(::pipe(p), 0);
